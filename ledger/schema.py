@@ -1,0 +1,96 @@
+"""The database tables.  Alembic migrations in ``ledger/migrations`` create them.
+
+Source of truth is ``entries.leaf`` (the exact leaf bytes) and nothing else:
+``tree_nodes`` and ``checkpoints`` are what the log has computed and signed
+(``suyuan verify`` recomputes and compares them), and ``keys`` is a projection
+of the key registry entries kept for fast append-time checks (verify replays
+the registry from the leaves and compares).  ``log_state`` holds one row whose
+lock serialises every append (docs/FORMAT.md, "Sequencing").
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: On SQLite a BIGINT primary key is not the rowid; INTEGER is, and saves an index.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+log_state = Table(
+    "log_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary(32), nullable=False),
+    Column("last_time", String(32), nullable=False),
+    # seq of the newest key.* entry (-1: none); tells writers when their key cache is stale
+    Column("registry_seq", BigInteger, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    # SHA-256 of the canonical statement: one statement is appended at most once (no replays)
+    Column("stmt_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("leaf", LargeBinary, nullable=False),
+)
+
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("size", SeqType, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created", String(32), nullable=False),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("key_id", String(300), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("vkey", Text, nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("org", String(256), nullable=False),
+    Column("registered_seq", BigInteger, nullable=False),
+    Column("revoked_seq", BigInteger, nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    # SHA-256 of the secret token; the token itself is shown once and never stored
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("created", String(32), nullable=False),
+    Column("revoked", String(32), nullable=True),
+)

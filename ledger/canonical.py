@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Any
 
 import rfc8785
@@ -39,15 +40,19 @@ _encoder = json.JSONEncoder(
 )
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, *, require_nfc: bool = False) -> bytes:
     """Return the RFC 8785 canonical UTF-8 encoding of ``value``.
+
+    With ``require_nfc``, every string (keys included) MUST already be in
+    Unicode NFC form, else :class:`InvalidInput`: statements are signed as NFC
+    so one visible text has exactly one byte form.
 
     ``value`` MUST be built from dict (str keys), list, str, int, bool, None and
     finite float.  Raises :class:`InvalidInput` for anything RFC 8785 cannot
     encode (other types, non-string keys, lone surrogates, integers outside the
     I-JSON range, NaN or infinities, nesting deeper than :data:`MAX_DEPTH`).
     """
-    if _needs_reference(value, 0):
+    if _needs_reference(value, 0, require_nfc):
         try:
             return bytes(rfc8785.dumps(value))
         except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
@@ -58,36 +63,43 @@ def dumps(value: Any) -> bytes:
         raise InvalidInput("string contains a lone surrogate (not valid Unicode)") from None
 
 
-def _needs_reference(value: Any, depth: int) -> bool:
+def _needs_reference(value: Any, depth: int, nfc: bool) -> bool:
     """Validate ``value``; True if it holds something only the reference encoder handles."""
-    if depth > MAX_DEPTH:
-        raise InvalidInput(f"JSON nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    if isinstance(value, str):
+        if nfc and not value.isascii() and not unicodedata.is_normalized("NFC", value):
+            raise InvalidInput(f"text {value[:40]!r} is not in Unicode NFC form")
+        return False
+    if value is None or isinstance(value, bool):
         return False
     if isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             raise InvalidInput(f"integer {value} is outside the I-JSON range ±(2**53-1)")
         return False
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInput(f"number {value} is not finite")
-        return True
+    if depth >= MAX_DEPTH:
+        raise InvalidInput(f"JSON nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         slow = False
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"object key {key!r} is not a string")
-            if not key.isascii() and max(key) > "\uffff":
-                slow = True
-            if _needs_reference(item, depth + 1):
+            if not key.isascii():
+                if max(key) > "\uffff":
+                    slow = True
+                if nfc and not unicodedata.is_normalized("NFC", key):
+                    raise InvalidInput(f"object key {key[:40]!r} is not in Unicode NFC form")
+            if _needs_reference(item, depth + 1, nfc):
                 slow = True
         return slow
     if isinstance(value, list | tuple):
         slow = False
         for item in value:
-            if _needs_reference(item, depth + 1):
+            if _needs_reference(item, depth + 1, nfc):
                 slow = True
         return slow
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"number {value} is not finite")
+        return True
     raise InvalidInput(f"value of type {type(value).__name__} cannot be encoded as JSON")
 
 
@@ -115,13 +127,15 @@ def _check_int(text: str) -> int:
     return value
 
 
-def parse(data: bytes | str, *, allow_floats: bool = False) -> Any:
+def parse(data: bytes | str, *, allow_floats: bool = False, check_strings: bool = True) -> Any:
     """Parse one JSON text strictly.
 
     Raises :class:`InvalidInput` for: invalid UTF-8, invalid JSON, duplicate keys,
     ``NaN``/``Infinity``, integers outside ±(2**53-1), lone surrogates, nesting
     deeper than :data:`MAX_DEPTH`, and — unless ``allow_floats`` — any number
-    with a fraction or exponent.
+    with a fraction or exponent.  ``check_strings=False`` skips the lone-surrogate
+    walk for callers that re-encode the value with :func:`dumps` anyway (which
+    refuses them).
     """
     if isinstance(data, bytes | bytearray | memoryview):
         try:
@@ -148,7 +162,8 @@ def parse(data: bytes | str, *, allow_floats: bool = False) -> Any:
         raise InvalidInput(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # int() on absurdly long digit strings
         raise InvalidInput(f"invalid JSON number: {exc}") from None
-    _check_strings(value, 0)
+    if check_strings:
+        _check_strings(value, 0)
     return value
 
 

@@ -28,8 +28,8 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from ledger import canonical
@@ -158,20 +158,6 @@ class Entry:
         return leaf_hash(self.leaf)
 
 
-def _check_nfc(value: Any, where: str) -> None:
-    """Statements MUST hold NFC text, so one visible text has one byte form (and one hash)."""
-    if isinstance(value, str):
-        if not unicodedata.is_normalized("NFC", value):
-            raise InvalidEntry(f"{where}: text {value[:40]!r} is not in Unicode NFC form")
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_nfc(key, where)
-            _check_nfc(item, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_nfc(item, f"{where}[{index}]")
-
-
 def nfc(value: Any) -> Any:
     """Return ``value`` with every string (keys included) normalised to NFC."""
     if isinstance(value, str):
@@ -211,9 +197,14 @@ def statement_from_json(value: Any) -> Statement:
     if not isinstance(origin, str) or not origin or len(origin) > 256:
         raise InvalidEntry(f"statement origin must be a non-empty string, got {origin!r}")
     parse_time(created)
-    _check_nfc(value, "statement")
     statement = Statement(kind=kind, body=body, origin=origin, created=created)
-    statement.canonical()  # raises InvalidInput on anything unencodable
+    try:
+        # One walk validates everything: encodable, I-JSON integers, NFC text.
+        statement.__dict__["canonical_bytes"] = canonical.dumps(
+            statement.to_json(), require_nfc=True
+        )
+    except InvalidInput as exc:
+        raise InvalidEntry(f"statement: {exc}") from None
     return statement
 
 
@@ -300,17 +291,26 @@ def build_entry(seq: int, prev: bytes, time: str, signed: SignedStatement) -> En
     # < time < v) and every scalar is ASCII with nothing to escape.  A test checks this
     # against canonical.dumps of the same object.
     signatures = ",".join(
-        '{"key":%s,"sig":"%s"}' % (_json_string(s.key_id), base64.b64encode(s.sig).decode("ascii"))
+        f'{{"key":{_json_string(s.key_id)},"sig":"{base64.b64encode(s.sig).decode("ascii")}"}}'
         for s in signed.signatures
     )
-    leaf = b"".join((
-        b'{"prev":"', prev.hex().encode("ascii"),
-        b'","seq":', str(seq).encode("ascii"),
-        b',"signatures":[', signatures.encode("utf-8"),
-        b'],"statement":', signed.statement.canonical_bytes,
-        b',"time":"', time.encode("ascii"),
-        b'","v":', str(FORMAT_VERSION).encode("ascii"), b"}",
-    ))
+    leaf = b"".join(
+        (
+            b'{"prev":"',
+            prev.hex().encode("ascii"),
+            b'","seq":',
+            str(seq).encode("ascii"),
+            b',"signatures":[',
+            signatures.encode("utf-8"),
+            b'],"statement":',
+            signed.statement.canonical_bytes,
+            b',"time":"',
+            time.encode("ascii"),
+            b'","v":',
+            str(FORMAT_VERSION).encode("ascii"),
+            b"}",
+        )
+    )
     if len(leaf) > MAX_LEAF_SIZE:
         raise InvalidEntry(
             f"entry is {len(leaf)} bytes once encoded; the limit is {MAX_LEAF_SIZE} "
@@ -331,7 +331,7 @@ def decode_entry(leaf: bytes) -> Entry:
     """
     if len(leaf) > MAX_LEAF_SIZE:
         raise InvalidEntry(f"leaf is {len(leaf)} bytes; the limit is {MAX_LEAF_SIZE}")
-    value = canonical.parse(leaf)
+    value = canonical.parse(leaf, check_strings=False)
     if not isinstance(value, dict) or set(value) != _ENTRY_FIELDS:
         found = sorted(value) if isinstance(value, dict) else type(value).__name__
         raise InvalidEntry(
@@ -356,8 +356,10 @@ def decode_entry(leaf: bytes) -> Entry:
     signed = SignedStatement(
         statement_from_json(value["statement"]), _signatures_from_json(value["signatures"])
     )
-    entry = Entry(seq=seq, prev=bytes.fromhex(prev_hex), time=time, signed=signed, leaf=bytes(leaf))
-    if canonical.dumps(value) != leaf:
+    # The statement's canonical bytes were computed while validating it; the rest of
+    # the entry is rebuilt around them exactly as the log builds leaves.
+    entry = build_entry(seq, bytes.fromhex(prev_hex), time, signed)
+    if entry.leaf != leaf:
         raise InvalidEntry("leaf is not in RFC 8785 canonical form")
     return entry
 

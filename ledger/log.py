@@ -62,6 +62,7 @@ from ledger.merkle import (
 )
 from ledger.note import Signer, Verifier, parse_vkey
 from ledger.rules import KeyRecord, RuleState, apply_entry, check_entry
+
 TILE_HEIGHT, TILE_WIDTH = 8, 256  # C2SP tlog-tiles; see ledger.tiles
 
 Clock = Callable[[], datetime]
@@ -80,11 +81,15 @@ class StoredCheckpoint:
         return self.checkpoint.size
 
 
-def _insert_many(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _insert_many(
+    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
     """Insert rows through the driver's executemany: the append hot path skips SQLAlchemy's
     per-row parameter processing (measured at ~40 µs an entry)."""
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+    )
     conn.exec_driver_sql(sql, rows)
 
 
@@ -448,7 +453,7 @@ class Log:
             for r in conn.execute(select(schema.keys))
         }
 
-    def keys(self) -> list[KeyRecord]:
+    def registered_keys(self) -> list[KeyRecord]:
         """Every registered key, in registration order."""
         return sorted(self._read_keys().values(), key=lambda k: k.registered_seq)
 

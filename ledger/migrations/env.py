@@ -10,7 +10,9 @@ from ledger.schema import metadata
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:  # `alembic` run by hand: take the URL from the configuration
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite:///instance/suyuan.db")
+    engine = create_engine(
+        config.get_main_option("sqlalchemy.url") or "sqlite:///instance/suyuan.db"
+    )
 
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

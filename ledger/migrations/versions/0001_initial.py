@@ -73,5 +73,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("api_tokens", "keys", "checkpoints", "tree_nodes", "entries", "log_state", "meta"):
+    for table in (
+        "api_tokens",
+        "keys",
+        "checkpoints",
+        "tree_nodes",
+        "entries",
+        "log_state",
+        "meta",
+    ):
         op.drop_table(table)

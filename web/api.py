@@ -1,0 +1,191 @@
+"""``/api/v1``: JSON for entries, proofs, checkpoints and keys; token-authenticated appends.
+
+Every error is JSON: ``{"error": {"code": "<stable code>", "message": "<what and why>"}}``.
+Hashes in JSON are lower-case hex (leaf hashes) or standard base64 (proof hashes,
+as in checkpoints); docs/FORMAT.md says which is which.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ledger import canonical
+from ledger.entry import signed_statement_from_json
+from ledger.errors import Error, InvalidInput
+from ledger.log import MAX_BATCH
+from ledger.tokens import check_token
+from web.errors import classify
+from web.extensions import instance, reader, writer
+from web.openapi import OPENAPI
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(Error)
+def _ledger_error(exc: Error) -> Response:
+    status, code = classify(exc)
+    return _error(status, code, str(exc))
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return _error(exc.code or 500, code, exc.description or exc.name or "error")
+
+
+def _b64(items: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode("ascii") for h in items]
+
+
+def _int_arg(
+    name: str, default: int | None = None, minimum: int = 0, maximum: int = 2**53 - 1
+) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        if default is None:
+            raise InvalidInput(f"query parameter {name!r} is required")
+        return default
+    if not raw.isdigit() or len(raw) > 16 or not minimum <= int(raw) <= maximum:
+        raise InvalidInput(
+            f"query parameter {name!r} must be an integer from {minimum} to {maximum}, got {raw!r}"
+        )
+    return int(raw)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(OPENAPI)
+
+
+@bp.get("/entries/<int:seq>")
+def get_entry(seq: int) -> Response:
+    """The entry, its leaf hash, and an inclusion proof against the newest (or a given) checkpoint."""
+    log = reader()
+    latest = log.latest_checkpoint()
+    size = _int_arg("size", latest.size, 1, latest.size)
+    stored = latest if size == latest.size else log.checkpoint(size)
+    entry = log.entry(seq)
+    if seq >= size:
+        raise InvalidInput(f"entry {seq} is not in the tree of size {size}")
+    body: dict[str, Any] = {
+        "seq": seq,
+        "leaf_hash": entry.leaf_hash().hex(),
+        "entry": canonical.parse(entry.leaf),
+        "leaf": base64.b64encode(entry.leaf).decode("ascii"),
+        "checkpoint": stored.note,
+        "inclusion_proof": {
+            "leaf_index": seq,
+            "tree_size": size,
+            "hashes": _b64(log.inclusion_proof(seq, size)),
+        },
+    }
+    return jsonify(body)
+
+
+@bp.get("/proofs/consistency")
+def consistency() -> Response:
+    log = reader()
+    latest = log.latest_checkpoint()
+    size2 = _int_arg("to", latest.size, 1, latest.size)
+    size1 = _int_arg("from", None, 1, size2)
+    return jsonify(
+        {
+            "from": size1,
+            "to": size2,
+            "hashes": _b64(log.consistency_proof(size1, size2)),
+            "checkpoint": log.checkpoint(size2).note,
+        }
+    )
+
+
+@bp.get("/checkpoints")
+def checkpoints() -> Response:
+    log = reader()
+    limit = _int_arg("limit", 50, 1, 500)
+    before = _int_arg("before", 2**53 - 1, 0)
+    items = log.checkpoints(before=before, limit=limit)
+    return jsonify(
+        {
+            "checkpoints": [
+                {
+                    "size": c.size,
+                    "root": base64.b64encode(c.checkpoint.root).decode(),
+                    "created": c.created,
+                    "note": c.note,
+                }
+                for c in items
+            ],
+            "next_before": items[-1].size if len(items) == limit else None,
+        }
+    )
+
+
+@bp.get("/keys")
+def keys() -> Response:
+    return jsonify(
+        {
+            "keys": [
+                {
+                    "key_id": k.key_id,
+                    "name": k.name,
+                    "vkey": k.vkey,
+                    "role": k.role,
+                    "org": k.org,
+                    "registered_seq": k.registered_seq,
+                    "revoked_seq": k.revoked_seq,
+                }
+                for k in reader().registered_keys()
+            ]
+        }
+    )
+
+
+@bp.post("/entries")
+def post_entries() -> Response:
+    """Append signed statements (one object, or ``{"statements": [...]}``), all or nothing."""
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    if not token or check_token(instance().engine, token) is None:
+        response = _error(
+            401, "unauthorized", "a valid API token is required: Authorization: Bearer <token>"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="suyuan"'
+        return response
+    if not request.mimetype == "application/json":
+        raise InvalidInput("send the statements as application/json")
+    value = canonical.parse(request.get_data(cache=False))
+    if isinstance(value, dict) and set(value) == {"statements"}:
+        raw = value["statements"]
+        if not isinstance(raw, list) or not raw:
+            raise InvalidInput('"statements" must be a non-empty list')
+    else:
+        raw = [value]
+    if len(raw) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} statements per request, got {len(raw)}")
+    items = []
+    for index, item in enumerate(raw):
+        try:
+            items.append(signed_statement_from_json(item))
+        except Error as exc:
+            raise type(exc)(f"statement {index + 1}: {exc}") from None
+    log = writer()
+    entries = log.append(items)
+    response = jsonify(
+        {
+            "entries": [{"seq": e.seq, "leaf_hash": e.leaf_hash().hex()} for e in entries],
+            "checkpoint": log.latest_checkpoint().note,
+        }
+    )
+    response.status_code = 201
+    return response

@@ -1,0 +1,63 @@
+"""``/log/…``: the log exactly per C2SP tlog-tiles, for browsers, auditors, witnesses and mirrors."""
+
+from __future__ import annotations
+
+import gzip
+
+from flask import Blueprint, Response, request
+
+from ledger.errors import Error, InvalidInput, NotFound
+from ledger.tiles import EntryBundle, parse_tile_path
+from web.errors import classify
+from web.extensions import reader
+
+bp = Blueprint("log", __name__, url_prefix="/log")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+CHECKPOINT_CACHE = "public, max-age=2, must-revalidate"
+
+
+def _plain(status: int, message: str) -> Response:
+    response = Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(Error)
+def _error(exc: Error) -> Response:
+    status, _code = classify(exc)
+    return _plain(status, str(exc))
+
+
+@bp.get("/checkpoint")
+def checkpoint() -> Response:
+    response = Response(reader().latest_checkpoint().note, content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = CHECKPOINT_CACHE
+    return response
+
+
+@bp.get("/vkey")
+def vkey() -> Response:
+    response = Response(reader().verifier.vkey + "\n", content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get("/tile/<path:rest>")
+def tile(rest: str) -> Response:
+    try:
+        resource = parse_tile_path("tile/" + rest)
+    except InvalidInput as exc:
+        raise NotFound(f"not a tile path: {exc}") from None
+    log = reader()
+    if isinstance(resource, EntryBundle):
+        body = log.entry_bundle(resource.index, resource.width)
+    else:
+        body = log.tile(resource.level, resource.index, resource.width)
+    response = Response(body, content_type="application/octet-stream")
+    response.headers["Cache-Control"] = IMMUTABLE
+    response.headers["Vary"] = "Accept-Encoding"
+    if isinstance(resource, EntryBundle) and "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
+        response.headers["Content-Encoding"] = "gzip"
+    return response

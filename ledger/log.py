@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import schema
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
@@ -174,10 +175,9 @@ class Log:
         """
         try:
             with engine.connect() as conn:
-                rows = dict(
-                    conn.execute(select(schema.meta.c.name, schema.meta.c.value)).tuples().all()
-                )
-        except Exception as exc:  # any driver error means "no usable log here"
+                meta = select(schema.meta.c.name, schema.meta.c.value)
+                rows = {r.name: r.value for r in conn.execute(meta)}
+        except SQLAlchemyError as exc:  # no tables, no database, no server: no usable log here
             raise ConfigError(f"no log in this database (run `suyuan init`): {exc}") from None
         if "origin" not in rows or "log_vkey" not in rows:
             raise ConfigError("no log in this database (run `suyuan init`)")

@@ -235,7 +235,9 @@ def audit_database(
     stored checkpoint's signature and root, the key table and the log state row.
     """
     with engine.connect() as conn:
-        meta = dict(conn.execute(select(schema.meta.c.name, schema.meta.c.value)).tuples().all())
+        meta = {
+            r.name: r.value for r in conn.execute(select(schema.meta.c.name, schema.meta.c.value))
+        }
         if "origin" not in meta or "log_vkey" not in meta:
             raise VerificationError("no log in this database (meta rows origin/log_vkey missing)")
         origin, log_verifier = meta["origin"], parse_vkey(meta["log_vkey"])

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Flask, Response, current_app
 
-from ledger.config import Settings
 from ledger.instance import Instance
 from ledger.log import Log
 
@@ -16,10 +15,6 @@ _lock = threading.Lock()
 
 def init_app(app: Flask) -> None:
     settings = app.config["SUYUAN_SETTINGS"]
-    if "SUYUAN_DATABASE_URL" in app.config:  # tests point the app at their own database
-        settings = Settings(
-            settings.instance, app.config["SUYUAN_DATABASE_URL"], settings.origin, settings.dev
-        )
     app.extensions["suyuan"] = {
         "instance": Instance(settings, app.config["SUYUAN_ENV"]),
         "reader": None,

@@ -1,0 +1,58 @@
+# Suyuan developer commands.
+#
+#   make install       .venv with the project and its dev tools (pinned by constraints.txt)
+#   make lint          ruff check, ruff format --check, mypy (strict)
+#   make test          system-deps + lint + pytest; extra pytest args via PYTEST_ARGS="..."
+#   make system-deps   OS packages the tests need (PostgreSQL 15), only when missing
+#   make run           development server on http://127.0.0.1:8000 (init + demo data first)
+#   make bench         benchmarks (bench/), figures go to BENCHMARKS.md
+#   make clean         remove .venv and caches (never the instance folder)
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv install lint test system-deps run bench clean
+
+venv install: $(STAMP)
+
+# Reinstalls only when pyproject.toml or constraints.txt change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# DEVELOPMENT ONLY: SUYUAN_DEV=1 and a fixed default passphrase for the local
+# instance's keys (used only when SUYUAN_PASSPHRASE is not already set). Never
+# run a real log this way: a production instance sets its own SUYUAN_PASSPHRASE
+# and SUYUAN_SECRET_KEY and does not set SUYUAN_DEV.
+run: $(STAMP)
+	export SUYUAN_PASSPHRASE="$${SUYUAN_PASSPHRASE:-suyuan-dev-passphrase}" SUYUAN_DEV=1; \
+	$(BIN)/suyuan init; \
+	if $(BIN)/suyuan demo --help >/dev/null 2>&1; then $(BIN)/suyuan demo; fi; \
+	exec $(BIN)/suyuan serve --host 127.0.0.1 --port 8000
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -40,19 +40,19 @@ _encoder = json.JSONEncoder(
 )
 
 
-def dumps(value: Any, *, require_nfc: bool = False) -> bytes:
+def dumps(value: Any, *, strict: bool = False) -> bytes:
     """Return the RFC 8785 canonical UTF-8 encoding of ``value``.
 
-    With ``require_nfc``, every string (keys included) MUST already be in
-    Unicode NFC form, else :class:`InvalidInput`: statements are signed as NFC
-    so one visible text has exactly one byte form.
+    ``strict`` applies the ledger's own rules on top of RFC 8785: no floats
+    anywhere (amounts are integer fen), and every string (keys included) already
+    in Unicode NFC form, so one visible text has exactly one byte form.
 
     ``value`` MUST be built from dict (str keys), list, str, int, bool, None and
     finite float.  Raises :class:`InvalidInput` for anything RFC 8785 cannot
     encode (other types, non-string keys, lone surrogates, integers outside the
     I-JSON range, NaN or infinities, nesting deeper than :data:`MAX_DEPTH`).
     """
-    if _needs_reference(value, 0, require_nfc):
+    if _needs_reference(value, 0, strict):
         try:
             return bytes(rfc8785.dumps(value))
         except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
@@ -63,10 +63,10 @@ def dumps(value: Any, *, require_nfc: bool = False) -> bytes:
         raise InvalidInput("string contains a lone surrogate (not valid Unicode)") from None
 
 
-def _needs_reference(value: Any, depth: int, nfc: bool) -> bool:
+def _needs_reference(value: Any, depth: int, strict: bool) -> bool:
     """Validate ``value``; True if it holds something only the reference encoder handles."""
     if isinstance(value, str):
-        if nfc and not value.isascii() and not unicodedata.is_normalized("NFC", value):
+        if strict and not value.isascii() and not unicodedata.is_normalized("NFC", value):
             raise InvalidInput(f"text {value[:40]!r} is not in Unicode NFC form")
         return False
     if value is None or isinstance(value, bool):
@@ -85,18 +85,22 @@ def _needs_reference(value: Any, depth: int, nfc: bool) -> bool:
             if not key.isascii():
                 if max(key) > "\uffff":
                     slow = True
-                if nfc and not unicodedata.is_normalized("NFC", key):
+                if strict and not unicodedata.is_normalized("NFC", key):
                     raise InvalidInput(f"object key {key[:40]!r} is not in Unicode NFC form")
-            if _needs_reference(item, depth + 1, nfc):
+            if _needs_reference(item, depth + 1, strict):
                 slow = True
         return slow
     if isinstance(value, list | tuple):
         slow = False
         for item in value:
-            if _needs_reference(item, depth + 1, nfc):
+            if _needs_reference(item, depth + 1, strict):
                 slow = True
         return slow
     if isinstance(value, float):
+        if strict:
+            raise InvalidInput(
+                f"number {value!r} is not an integer (amounts are integer fen; no fractions)"
+            )
         if not math.isfinite(value):
             raise InvalidInput(f"number {value} is not finite")
         return True

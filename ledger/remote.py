@@ -149,15 +149,33 @@ def audit_remote(
                     leaves.extend(decode_entry_bundle(data, bundle.width))
                 except InvalidInput as exc:
                     raise VerificationError(f"entry bundle {bundle.path()}: {exc}") from None
+                tile = Tile(0, bundle.index, bundle.width)
+                served = fetch(tile.path())
+                base = bundle.index * TILE_WIDTH
+                if len(served) != bundle.width * 32:
+                    raise VerificationError(
+                        f"seq {base}: tile {tile.path()} does not hold the hashes of the entries "
+                        f"it covers ({len(served)} bytes, expected {bundle.width * 32})"
+                    )
+                leaf_tiles.update(
+                    (base + i, (served[i * 32 : (i + 1) * 32], tile.path()))
+                    for i in range(bundle.width)
+                )
             # Workers check signatures against the keys registered so far (hints only:
             # the auditor re-checks any signature whose key differs from its own replay).
             hints.update({key_id: record.vkey for key_id, record in auditor.state.keys.items()})
             yield bundles[first].index * TILE_WIDTH, leaves
 
     hints: dict[str, str] = {}
+    leaf_tiles: dict[int, tuple[bytes, str]] = {}  # level-0 tile hashes, checked leaf by leaf
     for decoded in decoded_stream(chunks(), hints, workers if size >= 4096 else 0):
         for node, digest in auditor.feed(decoded):
             tiles.add(node, digest)
+        served_hash, tile_path = leaf_tiles.pop(decoded.seq)
+        if served_hash != decoded.leaf_hash:
+            raise VerificationError(
+                f"seq {decoded.seq}: tile {tile_path} does not hold the hashes of the entries it covers"
+            )
         if progress is not None and decoded.seq % 10_000 == 0:
             progress(decoded.seq, size)
     result = auditor.finish()
@@ -194,8 +212,8 @@ class _TileChecker:
 
     def add(self, node: tuple[int, int], digest: bytes) -> None:
         level, idx = node
-        if level % TILE_HEIGHT:
-            return
+        if level == 0 or level % TILE_HEIGHT:
+            return  # level-0 tiles are checked leaf by leaf as the bundles are read
         key = (level // TILE_HEIGHT, idx // TILE_WIDTH)
         hashes = self.pending.setdefault(key, [])
         hashes.append(digest)

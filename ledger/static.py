@@ -5,9 +5,10 @@ Layout under DIR: ``checkpoint``, ``vkey``, ``tile/<L>/<N>[.p/<W>]`` and
 ``suyuan verify --url`` and ``suyuan mirror`` read it back.
 
 Files are written to a temporary name and renamed, the checkpoint last, so a
-reader never sees a checkpoint whose tiles are not there yet.  Full tiles are
-immutable: if DIR already holds a full tile with different bytes, the export
-stops with an error (the log it came from has forked) instead of overwriting.
+reader never sees a checkpoint whose tiles are not there yet.  Before writing
+anything, the export proves (RFC 9162 consistency) that the log extends the
+checkpoint DIR already holds, and full tiles are immutable: a forked or
+rolled-back log stops with an error instead of overwriting.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ledger.errors import ConfigError, VerificationError
+from ledger.checkpoint import Checkpoint, verify_checkpoint
+from ledger.errors import ConfigError, Error, VerificationError
 from ledger.log import Log
+from ledger.merkle import verify_consistency
 from ledger.tiles import entry_bundles_for_size, tiles_for_size
 
 
@@ -36,6 +39,42 @@ def _write(path: Path, data: bytes, *, immutable: bool) -> bool:
     return True
 
 
+def _check_extends(log: Log, directory: Path, new: Checkpoint) -> None:
+    """Refuse to overwrite DIR's checkpoint with one that does not extend it.
+
+    Full tiles catch most forks, but a fork that diverges inside DIR's partial
+    tiles would otherwise replace DIR's checkpoint silently.
+    """
+    existing = directory / "checkpoint"
+    if not existing.exists():
+        return
+    try:
+        old, _ = verify_checkpoint(existing.read_bytes(), log.verifier, log.origin)
+    except Error as exc:
+        raise VerificationError(
+            f"{existing} is not a checkpoint of this log ({exc}); refusing to overwrite it"
+        ) from None
+    if old.size > new.size:
+        raise VerificationError(
+            f"{existing} is for size {old.size}, this log has {new.size}: refusing to roll the export back"
+        )
+    if old.size == new.size:
+        if old.root != new.root:
+            raise VerificationError(
+                f"{existing} has a different root for size {old.size}: the log has forked"
+            )
+        return
+    if old.size:
+        try:
+            verify_consistency(
+                old.size, new.size, log.consistency_proof(old.size, new.size), old.root, new.root
+            )
+        except VerificationError as exc:
+            raise VerificationError(
+                f"this log does not extend the one exported in {directory}: {exc}"
+            ) from None
+
+
 def export(log: Log, directory: Path) -> tuple[int, int]:
     """Export the newest checkpoint's tree; return (its size, files written)."""
     try:
@@ -44,6 +83,7 @@ def export(log: Log, directory: Path) -> tuple[int, int]:
         raise ConfigError(f"cannot create {directory}: {exc}") from None
     latest = log.latest_checkpoint()
     size = latest.size
+    _check_extends(log, directory, latest.checkpoint)
     written = 0
     for bundle in entry_bundles_for_size(size):
         data = log.entry_bundle(bundle.index, bundle.width)

@@ -262,6 +262,15 @@ def audit_database(
                 if not rows:
                     return
                 columns[rows[0].seq] = rows
+                t = schema.tree_nodes.c
+                stored_leaves.update(
+                    (int(r.idx), bytes(r.hash))
+                    for r in conn.execute(
+                        select(t.idx, t.hash).where(
+                            t.level == 0, t.idx >= rows[0].seq, t.idx <= rows[-1].seq
+                        )
+                    )
+                )
                 # Hand workers each run of consecutive seqs; a gap is reported by the auditor.
                 run_start, run = rows[0].seq, list[bytes]()
                 for row in rows:
@@ -273,6 +282,7 @@ def audit_database(
                 last = rows[-1].seq
 
         columns: dict[int, Any] = {}
+        stored_leaves: dict[int, bytes] = {}  # level-0 tree nodes of the chunks read so far
         auditor = Auditor(origin, [c for c, _ in checkpoints])
         nodes: list[tuple[NodeId, bytes]] = []
         index: dict[int, tuple[str, bytes]] = {}
@@ -280,6 +290,12 @@ def audit_database(
             if decoded.seq in columns:
                 index = {r.seq: (r.kind, bytes(r.stmt_hash)) for r in columns.pop(decoded.seq)}
             nodes.extend(auditor.feed(decoded))
+            # Name the changed entry itself, before the next entry's prev link would.
+            if stored_leaves.pop(decoded.seq, None) != decoded.leaf_hash:
+                raise VerificationError(
+                    f"seq {decoded.seq}: the entry's leaf hash differs from the one the log integrated "
+                    "(the entry was changed after it was logged)"
+                )
             kind, stmt_hash = index.pop(decoded.seq)
             assert decoded.entry is not None
             if kind != decoded.entry.kind or stmt_hash != decoded.entry.statement.digest():

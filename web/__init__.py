@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import HTTPException
 
 from ledger.config import Settings
 from ledger.errors import ConfigError
@@ -28,7 +29,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         SUYUAN_SETTINGS=settings,
         SUYUAN_ENV=dict(os.environ),
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
-        JSON_SORT_KEYS=False,
     )
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -48,4 +48,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(log_routes.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(public.bp)
+    app.register_error_handler(HTTPException, api.api_aware_http_error)
     return app

@@ -44,6 +44,14 @@ def _http_error(exc: HTTPException) -> Response:
     return _error(exc.code or 500, code, exc.description or exc.name or "error")
 
 
+def api_aware_http_error(exc: HTTPException) -> Response | HTTPException:
+    """App-wide: routing errors (404, 405) under /api/v1 never reach the blueprint's
+    handlers, so the app hands them here to answer in JSON like every other API error."""
+    if request.path.startswith(bp.url_prefix or "/api/v1"):
+        return _http_error(exc)
+    return exc
+
+
 def _b64(items: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode("ascii") for h in items]
 
@@ -56,7 +64,7 @@ def _int_arg(
         if default is None:
             raise InvalidInput(f"query parameter {name!r} is required")
         return default
-    if not raw.isdigit() or len(raw) > 16 or not minimum <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16 or not minimum <= int(raw) <= maximum:
         raise InvalidInput(
             f"query parameter {name!r} must be an integer from {minimum} to {maximum}, got {raw!r}"
         )

@@ -57,7 +57,7 @@ def tile(rest: str) -> Response:
     response = Response(body, content_type="application/octet-stream")
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["Vary"] = "Accept-Encoding"
-    if isinstance(resource, EntryBundle) and "gzip" in request.headers.get("Accept-Encoding", ""):
+    if isinstance(resource, EntryBundle) and request.accept_encodings.quality("gzip") > 0:
         response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
         response.headers["Content-Encoding"] = "gzip"
     return response

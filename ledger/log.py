@@ -32,11 +32,12 @@ Several processes (or hosts) serialise on the database lock.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -113,6 +114,22 @@ def _insert_many(
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
     )
     conn.exec_driver_sql(sql, rows)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _storage_errors(method: _F) -> _F:
+    """Public read methods raise :class:`StorageError`, never a raw driver error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {getattr(exc, 'orig', None) or exc}") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Request:
@@ -216,6 +233,7 @@ class Log:
             log.check_startup()
         return log
 
+    @_storage_errors
     def check_startup(self) -> None:
         """Refuse to run if the stored tree disagrees with the newest signed checkpoint."""
         with self.engine.connect() as conn:
@@ -267,24 +285,40 @@ class Log:
         Stage 1 runs here, in the leader, before the database lock is taken:
         followers sleep on the condition instead of fighting the leader for the GIL.
         """
-        for queued in batch:
-            if queued.verified is None:
-                try:
-                    queued.verified = self._validate(queued.items)
-                except Error as exc:
-                    queued.error = exc
-        pending = [r for r in batch if r.error is None]
         try:
+            for queued in batch:
+                if queued.verified is None:
+                    try:
+                        queued.verified = self._validate(queued.items)
+                    except Error as exc:
+                        queued.error = exc
+            pending = [r for r in batch if r.error is None]
             if pending:
                 self._commit(pending)
+        except BaseException as exc:  # MUST answer every follower, whatever went wrong
+            self._invalidate()
+            failure = (
+                exc
+                if isinstance(exc, Error)
+                else StorageError(f"append failed, nothing was written: {exc}")
+            )
+            for request in batch:
+                if request.error is None and not request.entries:
+                    request.error = failure
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for request in batch:
                 request.done = True
 
     def _validate(self, items: Sequence[SignedStatement]) -> list[bool]:
-        """Stage 1: verify signatures whose keys are known; True where all of an item's were."""
+        """Stage 1: verify signatures whose keys are known; True where all of an item's were.
+
+        Only the registry replayed from the entries is consulted (never the key
+        table); with a cold cache nothing is pre-verified and stage 3 checks all.
+        """
         state = self._state
-        keys = state.keys if state is not None else self._read_keys()
+        keys = state.keys if state is not None else {}
         result = []
         for index, signed in enumerate(items):
             message = signed.statement.signed_message()
@@ -362,13 +396,16 @@ class Log:
                 self._state, self._range, self._registry_seq = state, rng, registry_seq
         except Error as exc:
             self._invalidate()
-            for request in accepted:
-                request.error, request.entries = exc, []
+            # Those refused during sequencing keep their own error; everyone else
+            # (accepted, or never reached because the failure came first) gets this one.
+            for request in batch:
+                if request in accepted or request.error is None:
+                    request.error, request.entries = exc, []
         except Exception as exc:  # a driver error must reach every waiting caller
             self._invalidate()
             failure = StorageError(f"append failed, nothing was written: {exc}")
             for request in batch:
-                if request.error is None:
+                if request in accepted or request.error is None:
                     request.error, request.entries = failure, []
 
     def _sequence(
@@ -437,10 +474,43 @@ class Log:
         if self._range is None or self._range.size != row.size:
             self._range = self._load_range(conn, row.size)
         if self._state is None or self._registry_seq != row.registry_seq:
-            self._state = RuleState(origin=self.origin, size=row.size, keys=self._read_keys(conn))
+            self._state = self._replay_registry(conn)
             self._registry_seq = row.registry_seq
         self._state.size = row.size
         return self._state, self._range
+
+    def _replay_registry(self, conn: Connection) -> RuleState:
+        """The key registry rebuilt from the signed key.* entries, checked against the key table.
+
+        Append-time decisions MUST rest on signed entries, not on a table anyone
+        with database access could edit; the table is a read cache, and a
+        disagreement stops the writer until `suyuan verify` explains it.
+        """
+        state = RuleState(origin=self.origin)
+        e = schema.entries.c
+        rows = conn.execute(
+            select(e.seq, e.leaf)
+            .where(e.kind.in_(("key.registered", "key.revoked")))
+            .order_by(e.seq)
+        )
+        for seq, leaf in rows:
+            try:
+                entry = decode_entry(bytes(leaf))
+                if entry.seq != seq or not entry.kind.startswith("key."):
+                    raise StorageError(f"entry {seq} is not the key entry its row says it is")
+                apply_entry(entry, state)
+            except Error as exc:
+                raise StorageError(
+                    f"seq {seq}: cannot replay the key registry ({exc}); run `suyuan verify`"
+                ) from None
+        table = self._read_keys(conn)
+        for key_id in sorted(set(table) | set(state.keys)):
+            if table.get(key_id) != state.keys.get(key_id):
+                raise StorageError(
+                    f"the keys table row for {key_id} disagrees with the key registry entries; "
+                    "refusing to append until `suyuan verify` explains it"
+                )
+        return state
 
     def _load_range(self, conn: Connection, size: int) -> CompactRange:
         """Load the tree's right edge and check it against the newest signed checkpoint.
@@ -515,6 +585,7 @@ class Log:
             for r in conn.execute(select(schema.keys))
         }
 
+    @_storage_errors
     def registered_keys(self) -> list[KeyRecord]:
         """Every registered key, in registration order."""
         return sorted(self._read_keys().values(), key=lambda k: k.registered_seq)
@@ -554,6 +625,7 @@ class Log:
             Checkpoint(self.origin, row.size, bytes(row.root)), row.note, row.created
         )
 
+    @_storage_errors
     def latest_checkpoint(self) -> StoredCheckpoint:
         """The newest checkpoint the log has signed: what readers see as the log."""
         with self.engine.connect() as conn:
@@ -562,6 +634,7 @@ class Log:
             raise StorageError("the log has no checkpoint")
         return latest
 
+    @_storage_errors
     def checkpoint(self, size: int) -> StoredCheckpoint:
         c = schema.checkpoints.c
         with self.engine.connect() as conn:
@@ -574,6 +647,7 @@ class Log:
             Checkpoint(self.origin, row.size, bytes(row.root)), row.note, row.created
         )
 
+    @_storage_errors
     def checkpoints(self, *, before: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
         """Signed checkpoints, newest first (``before``: only sizes below it)."""
         c = schema.checkpoints.c
@@ -586,6 +660,7 @@ class Log:
                 for r in conn.execute(query)
             ]
 
+    @_storage_errors
     def size(self) -> int:
         """The size of the newest checkpoint (entries beyond it are not yet published)."""
         return self.latest_checkpoint().size
@@ -595,6 +670,7 @@ class Log:
         size = conn.exec_driver_sql("SELECT MAX(size) FROM checkpoints").scalar()
         return int(size) if size is not None else 0
 
+    @_storage_errors
     def leaves(self, start: int, end: int) -> list[bytes]:
         """The leaf bytes of seq ``start`` up to (not including) ``end``."""
         e = schema.entries.c
@@ -606,6 +682,7 @@ class Log:
             raise StorageError(f"entries {start}..{end - 1}: {len(rows)} of {end - start} stored")
         return [bytes(r.leaf) for r in rows]
 
+    @_storage_errors
     def entry(self, seq: int) -> Entry:
         """Entry ``seq``, decoded (raises :class:`NotFound` beyond the published size)."""
         with self.engine.connect() as conn:
@@ -618,6 +695,7 @@ class Log:
             raise StorageError(f"entry {seq} is missing from storage")
         return decode_entry(bytes(leaf))
 
+    @_storage_errors
     def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
         with self.engine.connect() as conn:
             if not 0 < size <= self._published(conn):
@@ -626,6 +704,7 @@ class Log:
                 raise InvalidInput(f"entry {seq} is not in a tree of size {size}")
             return inclusion_proof(seq, size, self._reader(conn))
 
+    @_storage_errors
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         with self.engine.connect() as conn:
             if not 0 < size2 <= self._published(conn):
@@ -636,6 +715,7 @@ class Log:
                 return []
             return consistency_proof(size1, size2, self._reader(conn))
 
+    @_storage_errors
     def tile(self, level: int, index: int, width: int) -> bytes:
         """A C2SP tlog-tile's bytes, for the published tree (:class:`NotFound` if it has none)."""
         with self.engine.connect() as conn:
@@ -661,6 +741,7 @@ class Log:
             raise StorageError(f"tile {level}/{index}: {len(rows)} of {width} hashes stored")
         return b"".join(bytes(r) for r in rows)
 
+    @_storage_errors
     def entry_bundle(self, index: int, width: int) -> bytes:
         """A C2SP tlog-tiles entry bundle (big-endian uint16 length-prefixed leaves)."""
         with self.engine.connect() as conn:
@@ -674,10 +755,12 @@ class Log:
             len(leaf).to_bytes(2, "big") + leaf for leaf in self.leaves(first, first + width)
         )
 
+    @_storage_errors
     def stored_entry_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(schema.entries)).scalar_one())
 
+    @_storage_errors
     def find_statement(self, digest: bytes) -> int | None:
         with self.engine.connect() as conn:
             found = conn.execute(

@@ -136,7 +136,14 @@ def audit_remote(
     size = checkpoint.size
     tiles = _TileChecker(fetch, size)
     expected = [checkpoint] + ([since] if since is not None else [])
-    auditor = Auditor(checkpoint.origin, expected)
+    leaf_tile_paths: dict[int, str] = {}
+    auditor = Auditor(
+        checkpoint.origin,
+        expected,
+        lambda seq: (
+            f"tile {leaf_tile_paths.get(seq, '?')} does not hold the hashes of the entries it covers"
+        ),
+    )
 
     def chunks() -> Iterator[tuple[int, list[bytes]]]:
         bundles = entry_bundles_for_size(size)
@@ -169,13 +176,11 @@ def audit_remote(
     hints: dict[str, str] = {}
     leaf_tiles: dict[int, tuple[bytes, str]] = {}  # level-0 tile hashes, checked leaf by leaf
     for decoded in decoded_stream(chunks(), hints, workers if size >= 4096 else 0):
-        for node, digest in auditor.feed(decoded):
-            tiles.add(node, digest)
         served_hash, tile_path = leaf_tiles.pop(decoded.seq)
-        if served_hash != decoded.leaf_hash:
-            raise VerificationError(
-                f"seq {decoded.seq}: tile {tile_path} does not hold the hashes of the entries it covers"
-            )
+        leaf_tile_paths[decoded.seq] = tile_path  # a suspect is judged within the next entry
+        leaf_tile_paths.pop(decoded.seq - 2, None)
+        for node, digest in auditor.feed(decoded, served_hash):
+            tiles.add(node, digest)
         if progress is not None and decoded.seq % 10_000 == 0:
             progress(decoded.seq, size)
     result = auditor.finish()

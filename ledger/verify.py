@@ -121,12 +121,22 @@ class AuditResult:
 class Auditor:
     """Feeds on the log's leaves in order; raises at the first problem."""
 
-    def __init__(self, origin: str, checkpoints: Iterable[Checkpoint]) -> None:
+    def __init__(
+        self,
+        origin: str,
+        checkpoints: Iterable[Checkpoint],
+        stored_changed: Callable[[int], str] = lambda seq: (
+            f"the stored tree node (level 0, index {seq}) was changed"
+        ),
+    ) -> None:
+        self._stored_changed = stored_changed
         self.state = RuleState(origin=origin)
         self.range = CompactRange.empty()
         self.prev = b""
         self.time = ""
         self._pending = sorted(checkpoints, key=lambda c: c.size)
+        self._newest = self._pending[-1].size if self._pending else 0
+        self._suspect: int | None = None  # seq whose leaf hash differs from the stored one
         self.checked_checkpoints = 0
         self._check_checkpoints_at(0)
 
@@ -134,8 +144,16 @@ class Auditor:
     def size(self) -> int:
         return self.range.size
 
-    def feed(self, decoded: Decoded) -> list[tuple[NodeId, bytes]]:
-        """Check one leaf; return the tree nodes it completes (for comparing with storage)."""
+    def feed(
+        self, decoded: Decoded, stored_leaf: bytes | None = None
+    ) -> list[tuple[NodeId, bytes]]:
+        """Check one leaf; return the tree nodes it completes (for comparing with storage).
+
+        ``stored_leaf`` is the leaf hash the log integrated for this seq (its
+        level-0 tree node, or the served level-0 tile).  When it differs from
+        the entry's hash, either the entry or the tree was changed; the next
+        entry's ``prev`` link, or the next checkpoint's root, tells which.
+        """
         seq = decoded.seq
         if seq != self.range.size:
             raise VerificationError(
@@ -144,6 +162,8 @@ class Auditor:
         if decoded.entry is None:
             raise VerificationError(f"seq {seq}: {decoded.error}")
         entry = decoded.entry
+        if self._suspect is not None:
+            self._judge_suspect(f"entry {seq}'s prev link", entry.prev == self.prev)
         if entry.seq != seq:
             raise VerificationError(f"seq {seq}: the entry stored here says it is seq {entry.seq}")
         if entry.prev != self.prev:
@@ -168,14 +188,31 @@ class Auditor:
         except Error as exc:
             raise VerificationError(f"seq {seq}: {exc}") from None
         self.prev, self.time = decoded.leaf_hash, entry.time
+        if stored_leaf is not None and stored_leaf != decoded.leaf_hash:
+            self._suspect = seq
         nodes = self.range.append(decoded.leaf_hash)
         self._check_checkpoints_at(self.range.size)
         return nodes
+
+    def _judge_suspect(self, witness: str, entry_is_original: bool) -> None:
+        """Raise for the entry whose leaf hash differs from the stored one, naming what changed."""
+        seq = self._suspect
+        assert seq is not None
+        if entry_is_original:
+            raise VerificationError(
+                f"seq {seq}: {self._stored_changed(seq)}; the entry itself still matches {witness}"
+            )
+        raise VerificationError(
+            f"seq {seq}: the entry was changed after it was logged: its hash matches neither the "
+            f"stored tree nor {witness}"
+        )
 
     def _check_checkpoints_at(self, size: int) -> None:
         while self._pending and self._pending[0].size == size:
             cp = self._pending.pop(0)
             root = self.range.root() if size else EMPTY_ROOT
+            if self._suspect is not None:
+                self._judge_suspect(f"the checkpoint for size {size}", cp.root == root)
             if cp.root != root:
                 raise VerificationError(
                     f"checkpoint for size {size}: its root does not match entries 0..{size - 1}; "
@@ -184,6 +221,14 @@ class Auditor:
             self.checked_checkpoints += 1
 
     def finish(self) -> AuditResult:
+        if self._suspect is not None:
+            self._judge_suspect("anything after it", False)
+        if self._newest < self.range.size:
+            raise VerificationError(
+                f"seq {self._newest}: entries {self._newest}..{self.range.size - 1} are covered by no "
+                f"signed checkpoint (the newest is for size {self._newest}); the log signs one with "
+                "every batch, so checkpoints were deleted or entries inserted"
+            )
         if self._pending:
             cp = self._pending[0]
             raise VerificationError(
@@ -289,13 +334,7 @@ def audit_database(
         for decoded in decoded_stream(chunks(), hints, use_workers):
             if decoded.seq in columns:
                 index = {r.seq: (r.kind, bytes(r.stmt_hash)) for r in columns.pop(decoded.seq)}
-            nodes.extend(auditor.feed(decoded))
-            # Name the changed entry itself, before the next entry's prev link would.
-            if stored_leaves.pop(decoded.seq, None) != decoded.leaf_hash:
-                raise VerificationError(
-                    f"seq {decoded.seq}: the entry's leaf hash differs from the one the log integrated "
-                    "(the entry was changed after it was logged)"
-                )
+            nodes.extend(auditor.feed(decoded, stored_leaves.pop(decoded.seq, b"")))
             kind, stmt_hash = index.pop(decoded.seq)
             assert decoded.entry is not None
             if kind != decoded.entry.kind or stmt_hash != decoded.entry.statement.digest():

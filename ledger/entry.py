@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -360,16 +360,3 @@ def decode_entry(leaf: bytes) -> Entry:
     if entry.leaf != leaf:
         raise InvalidEntry("leaf is not in RFC 8785 canonical form")
     return entry
-
-
-def parse_signed_lines(lines: Sequence[str]) -> list[Any]:
-    """Parse JSON lines strictly, naming the line number of the first bad one."""
-    values = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            values.append(canonical.parse(line))
-        except InvalidInput as exc:
-            raise InvalidInput(f"line {number}: {exc}") from None
-    return values

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import schema
@@ -754,16 +754,3 @@ class Log:
         return b"".join(
             len(leaf).to_bytes(2, "big") + leaf for leaf in self.leaves(first, first + width)
         )
-
-    @_storage_errors
-    def stored_entry_count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(schema.entries)).scalar_one())
-
-    @_storage_errors
-    def find_statement(self, digest: bytes) -> int | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(schema.entries.c.seq).where(schema.entries.c.stmt_hash == digest)
-            ).scalar()
-        return None if found is None else int(found)

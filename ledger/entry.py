@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -329,7 +330,14 @@ def decode_entry(leaf: bytes) -> Entry:
     """
     if len(leaf) > MAX_LEAF_SIZE:
         raise InvalidEntry(f"leaf is {len(leaf)} bytes; the limit is {MAX_LEAF_SIZE}")
-    value = canonical.parse(leaf, check_strings=False)
+    # Plain C-speed parsing is enough here: the leaf MUST equal the canonical re-encoding
+    # of what it parses to (checked below), and that re-encoding refuses everything the
+    # strict parser would (floats, NaN, big integers, lone surrogates), while duplicate
+    # keys or any other non-canonical spelling make the bytes differ.
+    try:
+        value = json.loads(leaf)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEntry(f"leaf is invalid JSON: {exc}") from None
     if not isinstance(value, dict) or set(value) != _ENTRY_FIELDS:
         found = sorted(value) if isinstance(value, dict) else type(value).__name__
         raise InvalidEntry(

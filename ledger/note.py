@@ -32,6 +32,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -233,17 +234,17 @@ class Verifier:
             raise InvalidInput(f"expected an Ed25519 public key, found {type(public_key).__name__}")
         return cls(name, key_hash(name, _raw_public(public_key)), public_key)
 
-    @property
+    @cached_property  # immutable object: computed once (hot on the append path)
     def public_key_bytes(self) -> bytes:
         """The raw 32-byte public key."""
         return _raw_public(self.public_key)
 
-    @property
+    @cached_property  # immutable object: computed once (hot on the append path)
     def key_id(self) -> str:
         """``name+hex8``: the name and the key hash in lowercase hex."""
         return f"{self.name}+{self.key_hash.hex()}"
 
-    @property
+    @cached_property  # immutable object: computed once (hot on the append path)
     def vkey(self) -> str:
         """The verifier key text ``name+hex8+base64(0x01 || public key)``."""
         return f"{self.key_id}+{_b64encode(bytes([ALG_ED25519]) + self.public_key_bytes)}"
@@ -327,12 +328,12 @@ class Signer:
                 f"expected an Ed25519 private key, found {type(self.private_key).__name__}"
             )
 
-    @property
+    @cached_property  # immutable object: computed once (hot on the append path)
     def verifier(self) -> Verifier:
         """The matching verifier (public half)."""
         return Verifier.from_public_key(self.name, self.private_key.public_key())
 
-    @property
+    @cached_property  # immutable object: computed once (hot on the append path)
     def key_hash(self) -> bytes:
         """The 4-byte key hash of this key under this name."""
         return key_hash(self.name, _raw_public(self.private_key.public_key()))

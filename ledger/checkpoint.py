@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from ledger.errors import InvalidInput, VerificationError
-from ledger.note import Note, NoteSigner, NoteVerifier, open_note, sign_note
+from ledger.note import Note, NoteSigner, NoteVerifier, _show, open_note, sign_note
 
 __all__ = [
     "HASH_SIZE",
@@ -42,13 +42,6 @@ MAX_TREE_SIZE = (1 << 64) - 1
 
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 _CONTROL = re.compile(r"[\x00-\x1f]")
-_SHOW_MAX = 60
-
-
-def _show(value: str) -> str:
-    if len(value) > _SHOW_MAX:
-        return repr(value[:_SHOW_MAX]) + "…"
-    return repr(value)
 
 
 def _check_line(value: object, what: str) -> str:

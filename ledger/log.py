@@ -288,7 +288,10 @@ class Log:
         """Refuse to run if the stored tree disagrees with the newest signed checkpoint."""
         with self.engine.connect() as conn:
             size = conn.execute(select(schema.log_state.c.size)).scalar_one()
-            self._load_range(conn, size)
+            rng = self._load_range(conn, size)
+        with self._group:  # the first append reuses it instead of loading it again
+            if not self._leading:
+                self._range = rng
 
     # --- the append path ------------------------------------------------------------
 

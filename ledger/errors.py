@@ -37,6 +37,14 @@ class Conflict(RuleViolation):
     """The write conflicts with what is already in the ledger (e.g. a replayed statement)."""
 
 
+class Overspend(RuleViolation):
+    """A disbursement or allocation larger than what remains of its allocation or source."""
+
+
+class DuplicatePayment(RuleViolation):
+    """A household paid twice by one programme in one period without a signed exception."""
+
+
 class NotFound(Error):
     """The requested entry, key, tile or checkpoint does not exist."""
 

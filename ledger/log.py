@@ -46,6 +46,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import schema
+from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ledger.db import write_connection
 from ledger.entry import Entry, SignedStatement, build_entry, decode_entry, format_time
@@ -67,6 +68,7 @@ from ledger.merkle import (
     leaf_hash,
 )
 from ledger.note import Signer, Verifier, parse_vkey
+from ledger.projection import Projection, SqlSource, flush
 from ledger.rules import KeyRecord, RuleState, apply_entry, check_entry
 
 TILE_HEIGHT, TILE_WIDTH = 8, 256  # C2SP tlog-tiles; see ledger.tiles
@@ -409,6 +411,8 @@ class Log:
                     f"SELECT size, last_hash, last_time, registry_seq FROM log_state WHERE id = 1{lock}",
                 ).one()
                 state, rng = self._sync(conn, row)
+                # Projection rows are read inside this transaction, under the lock.
+                state.rows = Projection(SqlSource(conn))
                 now = format_time(self.clock())
                 time = max(now, row.last_time)
                 seq, prev = row.size, row.last_hash
@@ -437,6 +441,7 @@ class Log:
                     _insert_many(conn, "tree_nodes", ("level", "idx", "hash"), node_rows)
                     if registry_seq != row.registry_seq:
                         self._store_keys(conn, state)
+                    flush(conn, state.rows)
                     _sql(
                         conn,
                         "UPDATE log_state SET size = ?, last_hash = ?, last_time = ?, registry_seq = ? "
@@ -446,6 +451,7 @@ class Log:
                     self._publish(conn, rng, self.clock())
             # Committed: the caches now describe the database.
             if accepted:
+                state.rows = Projection()  # the next transaction reads the tables afresh
                 self._state, self._range, self._registry_seq = state, rng, registry_seq
         except Error as exc:
             self._invalidate()

@@ -25,6 +25,7 @@ from typing import Any
 from ledger.entry import MAX_CLOCK_SKEW_SECONDS, Entry, parse_time, verify_signatures
 from ledger.errors import InvalidEntry, InvalidInput, RuleViolation
 from ledger.note import Verifier, parse_vkey
+from ledger.projection import Projection
 
 #: Roles a key may hold.  ``admin`` manages the key registry.
 ROLES = frozenset(
@@ -67,15 +68,18 @@ class KeyRecord:
 class RuleState:
     """Everything the rules need to know about the log so far.
 
-    ``keys`` maps key id → record.  Domain modules keep their own state in
-    ``extra`` under their own name; they MUST copy what they change in
-    :meth:`fork` semantics (copy-on-write), never mutate a parent's objects.
+    ``keys`` maps key id → record.  Domain modules keep their state in
+    projection tables read and written through ``rows`` (see
+    ``ledger.projection``); ``extra`` is for small in-memory state, which they
+    MUST copy on write (:meth:`fork` copies only the dict), never mutating a
+    parent's objects.
     """
 
     origin: str
     size: int = 0
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    rows: Projection = field(default_factory=Projection)
     _verifiers: dict[str, Verifier] = field(default_factory=dict, repr=False)
 
     def fork(self) -> RuleState:
@@ -85,6 +89,7 @@ class RuleState:
             size=self.size,
             keys=dict(self.keys),
             extra=dict(self.extra),
+            rows=self.rows.fork(),
             _verifiers=self._verifiers,  # parsed vkeys are immutable: sharing is safe
         )
 
@@ -106,10 +111,17 @@ Apply = Callable[[Entry, RuleState], None]
 
 @dataclass(frozen=True)
 class KindSpec:
+    """One entry kind.  ``schema`` is the body's JSON Schema (draft 2020-12) as published in
+    docs/DOMAIN.md and used by the importer to type spreadsheet cells; ``signers`` says in
+    words who must sign.  ``check`` is the authority: it enforces everything the schema says
+    and the rules a schema cannot express."""
+
     kind: str
     summary: str
     check: Check
     apply: Apply
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    signers: str = ""
 
 
 KINDS: dict[str, KindSpec] = {}

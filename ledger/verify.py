@@ -32,11 +32,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ledger import schema
+from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.entry import Entry, decode_entry
 from ledger.errors import Error, VerificationError
 from ledger.merkle import EMPTY_ROOT, CompactRange, NodeId, leaf_hash
 from ledger.note import Verifier, parse_vkey
+from ledger.projection import compare
 from ledger.rules import KeyRecord, RuleState, apply_entry, check_entry
 
 #: Leaves per unit of work sent to a worker process.
@@ -350,6 +352,7 @@ def audit_database(
         _check_node_count(conn, result.size)
         _check_state(state_row, result, auditor)
         _check_key_table(conn, result.keys)
+        compare(conn, auditor.state.rows)
     if progress is not None:
         progress(result.size, result.size)
     return result

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from ledger.db import make_engine, upgrade
 from ledger.entry import Entry, SignedStatement, format_time, make_statement, sign_statement
 from ledger.log import Log
+from ledger.projection import PRIVATE_TABLES, PROJECTIONS
 from ledger.note import Signer
 from ledger.verify import AuditResult, audit_database
 
@@ -117,6 +118,7 @@ def sqlite_file(url: str) -> str:
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table: to show a refused write changed nothing."""
     tables = ["meta", "log_state", "entries", "tree_nodes", "checkpoints", "keys", "api_tokens"]
+    tables += sorted(PROJECTIONS) + sorted(PRIVATE_TABLES)
     with engine.connect() as conn:
         return {
             t: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))]

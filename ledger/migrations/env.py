@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import ledger.domain  # noqa: F401  (the domain tables join the metadata)
 from ledger.schema import metadata
 
 config = context.config

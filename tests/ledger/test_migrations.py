@@ -8,6 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import ledger.domain  # noqa: F401
 from ledger.db import make_engine, upgrade
 from ledger.schema import metadata
 

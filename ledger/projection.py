@@ -1,0 +1,214 @@
+"""Projections: the domain's read model, derived from the entries and nothing else.
+
+A *projection table* is an ordinary database table (households, batches,
+allocations, …) whose every row the domain rules compute from the signed
+entries.  The rules read and write rows through a :class:`Projection`:
+
+* at append time the writer's projection reads through to the database inside
+  the locked write transaction (:class:`SqlSource`), collects the changes the
+  batch makes, and :func:`flush` writes them in the same transaction as the
+  entries — a crash leaves both or neither;
+* ``suyuan verify`` replays every entry into a projection with no source at all
+  (everything in memory) and :func:`compare` checks the stored tables against
+  it row by row, naming the entry that last wrote a differing row.
+
+Contract for domain modules:
+
+* Every projection table MUST have a primary key and an integer column ``seq``:
+  the seq of the entry that last wrote the row (so a difference names an entry).
+* Rows are upserted, never deleted: a correction is a new entry that changes a
+  row's columns (a status, a running sum), and the row's history is the entries.
+* Values are ``int``, ``str`` or ``None`` (no floats, no booleans — store 0/1).
+* ``check`` functions MUST NOT write; ``apply`` functions write with
+  :meth:`Projection.put`.  Rows handed out by :meth:`Projection.get` are fresh
+  dicts; changing one changes nothing until it is ``put`` back.
+
+The writer's projection trusts the stored tables (replaying a million entries
+at every start is not an option); an edited table could make it accept an entry
+the rules would refuse, and ``suyuan verify`` — which re-checks every rule from
+its own replay — then names that entry and the edited row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Table, select
+
+from ledger.errors import VerificationError
+
+Key = tuple[Any, ...]
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProjectionTable:
+    """A registered projection table: its SQLAlchemy table, columns and key."""
+
+    table: Table
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    def key_of(self, row: Mapping[str, Any]) -> Key:
+        return tuple(row[c] for c in self.key)
+
+
+PROJECTIONS: dict[str, ProjectionTable] = {}
+#: Off-ledger tables that belong to the ledger's state all the same (e.g. households'
+#: encrypted personal data): a refused write MUST leave them unchanged too.
+PRIVATE_TABLES: set[str] = set()
+
+
+def register_projection(table: Table) -> ProjectionTable:
+    """Declare ``table`` a projection (see the module contract); return its description."""
+    columns = tuple(c.name for c in table.columns)
+    key = tuple(c.name for c in table.primary_key.columns)
+    if not key or "seq" not in columns:
+        raise RuntimeError(f"projection {table.name} needs a primary key and a seq column")
+    spec = ProjectionTable(table, columns, key)
+    existing = PROJECTIONS.get(table.name)
+    if existing is not None and existing.table is not table:
+        raise RuntimeError(f"projection {table.name} registered twice")
+    PROJECTIONS[table.name] = spec
+    return spec
+
+
+class RowSource(Protocol):
+    """Where a projection finds rows it has not changed itself."""
+
+    def fetch(self, table: ProjectionTable, key: Key) -> tuple[Any, ...] | None: ...
+
+
+class SqlSource:
+    """Rows read from the database through ``conn`` (the writer's locked transaction)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._sql: dict[str, str] = {}
+
+    def fetch(self, table: ProjectionTable, key: Key) -> tuple[Any, ...] | None:
+        sql = self._sql.get(table.name)
+        if sql is None:
+            marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+            where = " AND ".join(f"{c} = {marker}" for c in table.key)
+            sql = self._sql[table.name] = (
+                f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE {where}"
+            )
+        row = self.conn.exec_driver_sql(sql, key).first()
+        return None if row is None else tuple(row)
+
+
+class Projection:
+    """Projection rows as the rules see them: a source plus the changes made so far."""
+
+    def __init__(
+        self,
+        source: RowSource | None = None,
+        changes: dict[tuple[str, Key], tuple[Any, ...]] | None = None,
+    ) -> None:
+        self.source = source
+        self.changes: dict[tuple[str, Key], tuple[Any, ...]] = changes if changes else {}
+
+    def fork(self) -> Projection:
+        """A copy to try a batch on; this projection is untouched until the caller adopts it."""
+        return Projection(self.source, dict(self.changes))
+
+    def get(self, table: str, *key: Any) -> Row | None:
+        """The row with this primary key, or None."""
+        spec = PROJECTIONS[table]
+        values = self.changes.get((table, key))
+        if values is None and self.source is not None:
+            values = self.source.fetch(spec, key)
+        return None if values is None else dict(zip(spec.columns, values, strict=True))
+
+    def put(self, table: str, row: Mapping[str, Any]) -> None:
+        """Insert or replace a row; ``row`` MUST name every column of the table."""
+        spec = PROJECTIONS[table]
+        if set(row) != set(spec.columns):
+            missing = sorted(set(spec.columns) - set(row))
+            extra = sorted(set(row) - set(spec.columns))
+            raise RuntimeError(f"projection {table}: columns missing {missing}, unknown {extra}")
+        for name, value in row.items():
+            if isinstance(value, bool | float):
+                raise RuntimeError(f"projection {table}.{name}: {type(value).__name__} stored")
+        self.changes[(table, spec.key_of(row))] = tuple(row[c] for c in spec.columns)
+
+    def rows(self, table: str) -> Iterator[Row]:
+        """The rows of ``table`` changed in this projection (all of them, for an audit)."""
+        spec = PROJECTIONS[table]
+        for (name, _), values in self.changes.items():
+            if name == table:
+                yield dict(zip(spec.columns, values, strict=True))
+
+
+def flush(conn: Connection, projection: Projection) -> None:
+    """Write a projection's changes to the database (inside the caller's transaction)."""
+    by_table: dict[str, list[tuple[Any, ...]]] = {}
+    for (table, _), values in projection.changes.items():
+        by_table.setdefault(table, []).append(values)
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for table, rows in sorted(by_table.items()):
+        spec = PROJECTIONS[table]
+        updates = [c for c in spec.columns if c not in spec.key]
+        conflict = (
+            f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}"
+            if updates
+            else "DO NOTHING"
+        )
+        sql = (
+            f"INSERT INTO {table} ({', '.join(spec.columns)}) "
+            f"VALUES ({', '.join([marker] * len(spec.columns))}) "
+            f"ON CONFLICT ({', '.join(spec.key)}) {conflict}"
+        )
+        conn.exec_driver_sql(sql, rows)
+
+
+def compare(conn: Connection, projection: Projection) -> None:
+    """Raise unless every projection table holds exactly the rows ``projection`` computed.
+
+    The error names the seq of the entry that wrote the differing row (or, for a
+    row no entry wrote, the seq the row claims).
+    """
+    expected: dict[str, dict[Key, tuple[Any, ...]]] = {name: {} for name in PROJECTIONS}
+    for (table, key), values in projection.changes.items():
+        expected[table][key] = values
+    for name in sorted(PROJECTIONS):
+        spec = PROJECTIONS[name]
+        want = expected[name]
+        seq_at = spec.columns.index("seq")
+        order = [spec.table.c[c] for c in spec.key]
+        result = conn.execute(select(*[spec.table.c[c] for c in spec.columns]).order_by(*order))
+        for stored in result:
+            values = tuple(stored)
+            key = tuple(values[spec.columns.index(c)] for c in spec.key)
+            computed = want.pop(key, None)
+            if computed is None:
+                raise VerificationError(
+                    f"seq {values[seq_at]}: table {name} has a row {_show(spec, key)} "
+                    "that no entry made"
+                )
+            if computed != values:
+                column = next(
+                    c for c, a, b in zip(spec.columns, computed, values, strict=True) if a != b
+                )
+                raise VerificationError(
+                    f"seq {computed[seq_at]}: table {name} row {_show(spec, key)} differs from the "
+                    f"entries in column {column} (stored {values[spec.columns.index(column)]!r}, "
+                    f"entries say {computed[spec.columns.index(column)]!r})"
+                )
+        if want:
+            key, computed = min(want.items(), key=lambda item: item[1][seq_at])
+            raise VerificationError(
+                f"seq {computed[seq_at]}: table {name} lacks the row {_show(spec, key)} "
+                "this entry made"
+            )
+
+
+def _show(spec: ProjectionTable, key: Key) -> str:
+    return ", ".join(f"{c}={v!r}" for c, v in zip(spec.key, key, strict=True))

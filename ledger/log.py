@@ -45,8 +45,8 @@ import psycopg
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from ledger import schema
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
+from ledger import schema
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ledger.db import write_connection
 from ledger.entry import Entry, SignedStatement, build_entry, decode_entry, format_time

@@ -31,8 +31,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from ledger import schema
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
+from ledger import schema
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.entry import Entry, decode_entry
 from ledger.errors import Error, VerificationError

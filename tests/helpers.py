@@ -21,8 +21,8 @@ from sqlalchemy import Engine, text
 from ledger.db import make_engine, upgrade
 from ledger.entry import Entry, SignedStatement, format_time, make_statement, sign_statement
 from ledger.log import Log
-from ledger.projection import PRIVATE_TABLES, PROJECTIONS
 from ledger.note import Signer
+from ledger.projection import PRIVATE_TABLES, PROJECTIONS
 from ledger.verify import AuditResult, audit_database
 
 REPO = Path(__file__).resolve().parents[1]

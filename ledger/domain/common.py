@@ -119,7 +119,9 @@ def bilingual(body: Mapping[str, Any], name: str, where: str) -> dict[str, str]:
 
 def sha256_hex(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _SHA256_RE.match(value):
-        raise InvalidEntry(f"{where}: expected a SHA-256 as 64 lower-case hex digits, got {value!r}")
+        raise InvalidEntry(
+            f"{where}: expected a SHA-256 as 64 lower-case hex digits, got {value!r}"
+        )
     return value
 
 
@@ -157,9 +159,7 @@ def location(body: Mapping[str, Any], name: str, where: str) -> dict[str, str]:
             text(value, part, f"{where}: {name}", 100)
     code = value.get("division_code")
     if code is not None and (not isinstance(code, str) or not _DIVISION_RE.match(code)):
-        raise InvalidEntry(
-            f"{where}: {name}.division_code must be 6, 9 or 12 digits, got {code!r}"
-        )
+        raise InvalidEntry(f"{where}: {name}.division_code must be 6, 9 or 12 digits, got {code!r}")
     return dict(value)
 
 
@@ -167,7 +167,9 @@ def optional(body: Mapping[str, Any], name: str) -> bool:
     return name in body
 
 
-def only_fields(body: Mapping[str, Any], where: str, required: Iterable[str], optional_: Iterable[str] = ()) -> None:
+def only_fields(
+    body: Mapping[str, Any], where: str, required: Iterable[str], optional_: Iterable[str] = ()
+) -> None:
     """Refuse missing required fields and any field not listed."""
     required, allowed = set(required), set(required) | set(optional_)
     missing = sorted(required - set(body))

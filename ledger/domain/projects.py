@@ -16,7 +16,16 @@ from sqlalchemy import BigInteger, Column, String, Table
 from ledger.projection import Projection, Row, register_projection
 from ledger.schema import metadata
 
-STAGES = ("approved", "tendered", "contracted", "started", "progress", "completed", "accepted", "notice")
+STAGES = (
+    "approved",
+    "tendered",
+    "contracted",
+    "started",
+    "progress",
+    "completed",
+    "accepted",
+    "notice",
+)
 
 projects = Table(
     "projects",

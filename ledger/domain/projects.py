@@ -4,6 +4,8 @@ Interface other domain modules rely on (keep it stable):
 
 * table ``projects`` (projection), primary key ``id``;
 * :func:`get_project` — the project's row, or None;
+* table ``project_stages`` (projection), primary key (``project``, ``stage``),
+  with ``first_seq`` and ``evidence`` (how many evidence documents that stage has);
 * :func:`stage_reached` — the seq of the first entry that brought a project to a
   milestone stage (``approved``, ``tendered``, ``contracted``, ``started``,
   ``progress``, ``completed``, ``accepted``, ``notice``), or None.
@@ -11,7 +13,7 @@ Interface other domain modules rely on (keep it stable):
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, String, Table
+from sqlalchemy import BigInteger, Column, Integer, String, Table
 
 from ledger.projection import Projection, Row, register_projection
 from ledger.schema import metadata
@@ -41,6 +43,7 @@ project_stages = Table(
     Column("project", String(64), primary_key=True),
     Column("stage", String(16), primary_key=True),
     Column("first_seq", BigInteger, nullable=False),
+    Column("evidence", Integer, nullable=False),  # evidence documents recorded for this stage so far
     Column("seq", BigInteger, nullable=False),
 )
 register_projection(project_stages)

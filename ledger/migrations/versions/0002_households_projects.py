@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("project", sa.String(64), primary_key=True),
         sa.Column("stage", sa.String(16), primary_key=True),
         sa.Column("first_seq", sa.BigInteger, nullable=False),
+        sa.Column("evidence", sa.Integer, nullable=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
     )
 

@@ -442,3 +442,4 @@ def serve(host: str, port: int, workers: int | None) -> None:
 
 if __name__ == "__main__":
     main()
+from ledger import cli_domain as _cli_domain  # noqa: E402, F401  (attaches the domain commands)

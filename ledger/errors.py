@@ -30,7 +30,22 @@ class VerificationError(Error):
 
 
 class RuleViolation(Error):
-    """Well-formed input that the ledger's rules refuse (unknown key, over-spend, …)."""
+    """Well-formed input that the ledger's rules refuse (unknown key, over-spend, …).
+
+    ``signed_attempt`` is True when the statement's signatures were all verified
+    against active registered keys before a kind's rule refused it: such a refusal
+    is evidence of an attempt by those keys (the log keeps it in ``refusals``).
+    """
+
+    signed_attempt: bool = False
+
+    @property
+    def code(self) -> str:
+        """The error's stable machine name: the class name in snake case (``overspend``)."""
+        name = type(self).__name__
+        return "".join(
+            f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name)
+        )
 
 
 class Conflict(RuleViolation):

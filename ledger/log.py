@@ -45,8 +45,8 @@ import psycopg
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from ledger import canonical, schema
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
-from ledger import schema
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ledger.db import write_connection
 from ledger.entry import Entry, SignedStatement, build_entry, decode_entry, format_time
@@ -56,6 +56,7 @@ from ledger.errors import (
     Error,
     InvalidInput,
     NotFound,
+    RuleViolation,
     StorageError,
     VerificationError,
 )
@@ -193,6 +194,7 @@ class _Request:
         self.done = False
         self.entries: list[Entry] = []
         self.error: BaseException | None = None
+        self.refused: SignedStatement | None = None  # the statement a kind's rule refused
 
 
 class Log:
@@ -334,6 +336,49 @@ class Log:
             raise request.error
         return request.entries
 
+    @_storage_errors
+    def check(self, items: Sequence[SignedStatement]) -> list[Error | None]:
+        """Dry run: the error each statement would meet if appended, in order, now.
+
+        ``None`` where a statement would pass.  A statement that fails is left out
+        for the ones after it (as if it had been removed), so one run reports every
+        bad statement, not only the first.  Nothing is written and nothing locked;
+        :meth:`append` checks everything again, so a write racing with this run
+        cannot slip past the rules.
+        """
+        with self.engine.connect() as conn:
+            row = _sql(
+                conn, "SELECT size, last_hash, last_time, registry_seq FROM log_state WHERE id = 1"
+            ).one()
+            state = self._replay_registry(conn)
+            state.size = row.size
+            state.rows = Projection(SqlSource(conn))
+            time = max(format_time(self.clock()), row.last_time)
+            seq, prev = row.size, bytes(row.last_hash)
+            seen = self._stored_digests(conn, [_Request(items, None)])
+            results: list[Error | None] = []
+            for signed in items:
+                digest = signed.statement.digest()
+                if digest in seen:
+                    results.append(
+                        Conflict(
+                            f"already in the log (or earlier in this run) at seq {seen[digest]}"
+                        )
+                    )
+                    continue
+                try:
+                    entry = build_entry(seq, prev, time, signed)
+                    check_entry(entry, state)
+                except Error as exc:
+                    results.append(exc)
+                    continue
+                apply_entry(entry, state)
+                seen[digest] = seq
+                seq, prev = seq + 1, leaf_hash(entry.leaf)
+                results.append(None)
+            conn.rollback()
+        return results
+
     def _lead(self, batch: list[_Request]) -> None:
         """Stage 1 for the whole group, then stages 3–5 in one transaction.
 
@@ -453,6 +498,7 @@ class Log:
             if accepted:
                 state.rows = Projection()  # the next transaction reads the tables afresh
                 self._state, self._range, self._registry_seq = state, rng, registry_seq
+            self._record_refusals(batch)
         except Error as exc:
             self._invalidate()
             # Those refused during sequencing keep their own error; everyone else
@@ -503,7 +549,12 @@ class Log:
                 checked = request.verified is not None and request.verified[offset]
                 check_entry(entry, trial, signatures_checked=checked)
             except Error as exc:
-                raise type(exc)(f"{where}{exc}") from None
+                wrapped = type(exc)(f"{where}{exc}")
+                if isinstance(exc, RuleViolation) and isinstance(wrapped, RuleViolation):
+                    wrapped.signed_attempt = exc.signed_attempt
+                if isinstance(exc, RuleViolation) and exc.signed_attempt:
+                    request.refused = signed
+                raise wrapped from None
             apply_entry(entry, trial)
             prev = leaf_hash(entry.leaf)
             nodes.extend((lv, ix, h) for (lv, ix), h in trial_rng.append(prev))
@@ -511,6 +562,41 @@ class Log:
             entries.append(entry)
         request.entries = entries
         return trial, trial_rng, rows, nodes
+
+    def _record_refusals(self, batch: list[_Request]) -> None:
+        """Keep the signed attempts the rules refused (e.g. over-spends) for the anomaly report.
+
+        Runs after the append transaction, in its own: the table is an audit trail
+        beside the ledger, not part of it, and a failure here MUST NOT turn a
+        committed append into an error (the attempt is then simply not recorded).
+        """
+        rows = []
+        for request in batch:
+            error, signed = request.error, request.refused
+            if signed is None or not isinstance(error, RuleViolation) or not error.signed_attempt:
+                continue
+            rows.append(
+                (
+                    format_time(self.clock()),
+                    signed.statement.kind,
+                    error.code,
+                    str(error)[:2000],
+                    canonical.dumps(signed.to_json()).decode(),
+                    " ".join(signed.key_ids()),
+                )
+            )
+        if not rows:
+            return
+        try:
+            with write_connection(self.engine) as conn:
+                _insert_many(
+                    conn,
+                    "refusals",
+                    ("time", "kind", "code", "reason", "statement", "key_ids"),
+                    rows,
+                )
+        except (SQLAlchemyError, Error):
+            pass
 
     def _invalidate(self) -> None:
         self._range = self._state = self._registry_seq = None

@@ -170,7 +170,11 @@ def check_entry(entry: Entry, state: RuleState, *, signatures_checked: bool = Fa
             verifiers[key_id] = state.verifier(key_id)
         if not signatures_checked:
             verify_signatures(entry.signed, verifiers)
-    spec.check(entry, state)
+    try:
+        spec.check(entry, state)
+    except RuleViolation as exc:
+        exc.signed_attempt = seq > 0  # every signer is registered, active and verified
+        raise
 
 
 def apply_entry(entry: Entry, state: RuleState) -> None:
@@ -337,12 +341,26 @@ def _apply_nothing(entry: Entry, state: RuleState) -> None:
     return None
 
 
+_LABEL: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH}
+
 register_kind(
     KindSpec(
         "key.registered",
         "register an author key with its role and organisation",
         _check_key_registered,
         _apply_key_registered,
+        schema={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "vkey": {"type": "string", "description": "C2SP signed-note verifier key"},
+                "role": {"type": "string", "enum": sorted(ROLES)},
+                "org": _LABEL,
+            },
+            "required": ["name", "vkey", "role", "org"],
+            "additionalProperties": False,
+        },
+        signers="an active admin key (seq 0: the key it registers, alone)",
     )
 )
 register_kind(
@@ -351,6 +369,16 @@ register_kind(
         "revoke an author key; later entries may not carry its signature",
         _check_key_revoked,
         _apply_key_revoked,
+        schema={
+            "type": "object",
+            "properties": {
+                "key": {"type": "string", "description": "the key id, name+hex8"},
+                "reason": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_LENGTH},
+            },
+            "required": ["key", "reason"],
+            "additionalProperties": False,
+        },
+        signers="an active admin key",
     )
 )
 register_kind(
@@ -359,5 +387,15 @@ register_kind(
         "a free annotation: remarks, auditors' findings, problem-list items",
         _check_note,
         _apply_nothing,
+        schema={
+            "type": "object",
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_LENGTH},
+                "ref": {"type": "integer", "minimum": 0, "description": "seq commented on"},
+            },
+            "required": ["text"],
+            "additionalProperties": False,
+        },
+        signers="any active registered key",
     )
 )

@@ -94,3 +94,17 @@ api_tokens = Table(
     Column("created", String(32), nullable=False),
     Column("revoked", String(32), nullable=True),
 )
+
+refusals = Table(
+    "refusals",
+    metadata,
+    # Beside the ledger, not part of it: signed statements a kind's rule refused
+    # (an over-spend, a duplicate payment), kept as evidence of the attempt.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("statement", Text, nullable=False),  # RFC 8785 JSON of the signed statement
+    Column("key_ids", Text, nullable=False),  # space-separated signing key ids
+)

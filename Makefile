@@ -46,8 +46,8 @@ test: $(STAMP) system-deps lint
 # and SUYUAN_SECRET_KEY and does not set SUYUAN_DEV.
 run: $(STAMP)
 	export SUYUAN_PASSPHRASE="$${SUYUAN_PASSPHRASE:-suyuan-dev-passphrase}" SUYUAN_DEV=1; \
-	$(BIN)/suyuan init; \
-	if $(BIN)/suyuan demo --help >/dev/null 2>&1; then $(BIN)/suyuan demo; fi; \
+	$(BIN)/suyuan init && \
+	$(BIN)/suyuan demo && \
 	exec $(BIN)/suyuan serve --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)

@@ -18,6 +18,7 @@ from ledger.entry import signed_statement_from_json
 from ledger.errors import Error, InvalidInput
 from ledger.log import MAX_BATCH
 from ledger.tokens import check_token
+from web.api_queries import add_query_routes, openapi_paths
 from web.errors import classify
 from web.extensions import instance, reader, writer
 from web.openapi import OPENAPI
@@ -197,3 +198,7 @@ def post_entries() -> Response:
     )
     response.status_code = 201
     return response
+
+
+add_query_routes(bp)
+OPENAPI["paths"].update(openapi_paths())

@@ -5,7 +5,7 @@ lives in the table ``household_private`` — not a projection: ``suyuan verify``
 never reads it, so erasing a row leaves the audit green — and the ledger carries
 only a *commitment* to it (``household.identified`` / ``household.corrected``).
 
-**Commitment** (docs/domain/households.md states it for auditors)::
+**Commitment** (docs/DOMAIN.md, "Households" states it for auditors)::
 
     commitment = hex(SHA-256(b"suyuan/household-commitment/v1\\n" ‖ salt ‖ JCS(record)))
 

@@ -142,3 +142,29 @@ def env_for(instance: Path, url: str | None = None, **extra: str) -> dict[str, s
 
 
 __all__ = ["Sequence", "sqlite3"]
+
+
+def domain_doc_text(prefix: str = "") -> dict[str, str]:
+    """docs/DOMAIN.md: kind → the text of its section, for kinds starting with ``prefix``.
+
+    A section runs from its ``### `kind` `` heading to the next heading of level 1–3.
+    """
+    import re
+
+    doc = (REPO / "docs" / "DOMAIN.md").read_text(encoding="utf-8")
+    sections: dict[str, str] = {}
+    for m in re.finditer(r"^### `([a-z][a-z0-9_.]*)`\s*$", doc, flags=re.M):
+        if m.group(1).startswith(prefix):
+            following = re.compile(r"^#{1,3} ", re.M).search(doc, m.end())
+            sections[m.group(1)] = doc[m.end() : following.start() if following else len(doc)]
+    return sections
+
+
+def domain_doc_sections(prefix: str = "") -> dict[str, list[str]]:
+    """docs/DOMAIN.md: kind → the ```json blocks of its section (schema first, then examples)."""
+    import re
+
+    return {
+        kind: re.findall(r"```json\n(.*?)\n```", text, flags=re.S)
+        for kind, text in domain_doc_text(prefix).items()
+    }

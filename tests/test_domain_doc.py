@@ -16,13 +16,15 @@ DOC = (REPO / "docs" / "DOMAIN.md").read_text(encoding="utf-8")
 SECTION = re.compile(r"^### `([a-z][a-z0-9_.]*)`\s*$", re.MULTILINE)
 
 
+HEADING = re.compile(r"^#{1,3} ", re.MULTILINE)
+
+
 def _sections() -> dict[str, str]:
-    matches = list(SECTION.finditer(DOC))
+    """Each kind's text: from its heading to the next heading of level 1–3."""
     out = {}
-    for i, m in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(DOC)
-        end = min(end, DOC.find("\n## ", m.end()) if DOC.find("\n## ", m.end()) > 0 else end)
-        out[m.group(1)] = DOC[m.end() : end]
+    for m in SECTION.finditer(DOC):
+        following = HEADING.search(DOC, m.end())
+        out[m.group(1)] = DOC[m.end() : following.start() if following else len(DOC)]
     return out
 
 

@@ -1,6 +1,6 @@
 """Produce batches (消费扶贫产品): registration, EPCIS events, transformations and recalls.
 
-Kinds (docs/domain/batches.md is the reference, with schemas and examples):
+Kinds (docs/DOMAIN.md, "Batches" is the reference, with schemas and examples):
 
 * ``batch.registered`` — a producer (cooperative 合作社, company) registers a lot: product,
   origin, the registered households who supplied it and their shares, quantity, inspections,

@@ -283,7 +283,7 @@ for _table in (
     register_projection(_table)
 
 
-# --- JSON Schemas (published in docs/domain/funds.md) ---------------------------------------
+# --- JSON Schemas (published in docs/DOMAIN.md) ---------------------------------------
 
 
 def _text_schema(max_length: int) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +19,7 @@ from ledger.entry import Entry
 from ledger.errors import Conflict, InvalidEntry, RuleViolation, VerificationError
 from ledger.note import Signer
 from ledger.rules import KINDS
-from tests.helpers import Ledger, check_ledger, dump, make_ledger, new_signer
+from tests.helpers import Ledger, check_ledger, domain_doc_sections, dump, make_ledger, new_signer
 
 REPO = Path(__file__).resolve().parents[2]
 COOP = "田阳县芒果专业合作社"
@@ -1381,23 +1380,12 @@ def test_tampered_recall_mark_is_named(sqlite_world: World) -> None:
 
 # --- documentation ------------------------------------------------------------------------------
 
-DOC = REPO / "docs" / "domain" / "batches.md"
 BATCH_KINDS = ("batch.registered", "batch.event", "batch.transformed", "batch.recalled")
 
 
 def doc_sections() -> dict[str, list[str]]:
-    """kind → the ```json blocks of its section."""
-    sections: dict[str, list[str]] = {}
-    current = None
-    for part in re.split(r"^(### `[a-z.]+`)\s*$", DOC.read_text(encoding="utf-8"), flags=re.M):
-        heading = re.fullmatch(r"### `([a-z.]+)`", part)
-        if heading:
-            current = heading.group(1)
-            continue
-        if current is not None:
-            sections[current] = re.findall(r"```json\n(.*?)\n```", part, flags=re.S)
-            current = None
-    return sections
+    """kind → the ```json blocks of its section in docs/DOMAIN.md."""
+    return domain_doc_sections("batch.")
 
 
 def test_docs_hold_the_schemas_and_valid_examples() -> None:

@@ -31,7 +31,7 @@ from ledger.errors import (
 )
 from ledger.note import Signer
 from ledger.rules import KINDS, RuleState
-from tests.helpers import REPO, Ledger, check_ledger, dump
+from tests.helpers import Ledger, check_ledger, domain_doc_text, dump
 
 DOC = {"sha256": "ab" * 32, "name": "签收单.pdf", "media_type": "application/pdf", "size": 20480}
 PLACE = {"province": "云南省", "city": "文山壮族苗族自治州", "county": "广南县"}
@@ -1132,14 +1132,10 @@ def test_tampered_disbursement_recipient_is_named(sqlite_ledger: Ledger) -> None
 
 # --- the documentation ------------------------------------------------------------------------
 
-FUNDS_DOC = (REPO / "docs" / "domain" / "funds.md").read_text(encoding="utf-8")
-_SECTION = re.compile(r"^### `([a-z][a-z0-9_.]*)`\s*$", re.MULTILINE)
-
 
 def _doc_sections() -> dict[str, str]:
-    matches = list(_SECTION.finditer(FUNDS_DOC))
-    ends = [m.start() for m in matches[1:]] + [FUNDS_DOC.index("\n## Fund queries")]
-    return {m.group(1): FUNDS_DOC[m.end() : end] for m, end in zip(matches, ends, strict=True)}
+    """kind → the text of its section in docs/DOMAIN.md."""
+    return domain_doc_text("fund.")
 
 
 def test_doc_documents_every_fund_kind_with_the_codes_schema() -> None:

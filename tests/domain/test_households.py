@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,7 @@ from ledger.errors import (
 )
 from ledger.note import Signer
 from ledger.rules import KINDS
-from tests.helpers import REPO, Ledger, check_ledger, dump
+from tests.helpers import Ledger, check_ledger, domain_doc_sections, dump
 
 CODE = "GX-GN-000123"
 PLACE = {
@@ -514,17 +513,12 @@ def test_the_transition_table_is_consistent() -> None:
 
 # --- documentation -----------------------------------------------------------------------------------------
 
-DOC = REPO / "docs" / "domain" / "households.md"
 KINDS_HERE = ("household.identified", "household.status", "household.corrected")
 
 
 def doc_sections() -> dict[str, list[str]]:
-    """kind → the ```json blocks of its section."""
-    sections: dict[str, list[str]] = {}
-    parts = re.split(r"^### `([a-z.]+)`\s*$", DOC.read_text(encoding="utf-8"), flags=re.M)
-    for kind, part in zip(parts[1::2], parts[2::2], strict=True):
-        sections[kind] = re.findall(r"```json\n(.*?)\n```", part, flags=re.S)
-    return sections
+    """kind → the ```json blocks of its section in docs/DOMAIN.md."""
+    return domain_doc_sections("household.")
 
 
 def test_docs_hold_the_schemas_and_valid_examples() -> None:

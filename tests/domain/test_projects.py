@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,7 @@ from ledger.errors import (
 )
 from ledger.note import Signer
 from ledger.rules import KINDS
-from tests.helpers import REPO, Ledger, check_ledger, dump
+from tests.helpers import Ledger, check_ledger, domain_doc_sections, dump
 
 PID = "GN-2019-ROAD-07"
 CONTRACTOR = "广西贵港路桥建设有限公司"
@@ -937,7 +936,6 @@ def test_stage_reached_accessor(sqlite_world: World) -> None:
 
 # --- documentation -----------------------------------------------------------------------------------------
 
-DOC = REPO / "docs" / "domain" / "projects.md"
 KINDS_HERE = (
     "project.registered",
     "project.milestone",
@@ -948,12 +946,8 @@ KINDS_HERE = (
 
 
 def doc_sections() -> dict[str, list[str]]:
-    """kind → the ```json blocks of its section."""
-    sections: dict[str, list[str]] = {}
-    parts = re.split(r"^### `([a-z.]+)`\s*$", DOC.read_text(encoding="utf-8"), flags=re.M)
-    for kind, part in zip(parts[1::2], parts[2::2], strict=True):
-        sections[kind] = re.findall(r"```json\n(.*?)\n```", part, flags=re.S)
-    return sections
+    """kind → the ```json blocks of its section in docs/DOMAIN.md."""
+    return domain_doc_sections("project.")
 
 
 def test_docs_hold_the_schemas_and_valid_examples() -> None:

@@ -6,15 +6,23 @@ Attached to the ``suyuan`` group in ``ledger.cli``; same exit codes (0 done,
 
 from __future__ import annotations
 
+import json
+import mimetypes
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from sqlalchemy import select
 
+from ledger.blobs import default_store, evidence_document
 from ledger.cli import _instance, main
 from ledger.domain import catalog as _catalog  # noqa: F401  (registers the queries)
+from ledger.domain.households import households
+from ledger.errors import NotFound
 from ledger.importer import ImportRefused, error_report, import_file
 from ledger.log import MAX_BATCH
+from ledger.private import PrivateStore
 from ledger.queries import QUERIES, Query, render
 from ledger.rules import KINDS
 
@@ -57,7 +65,14 @@ def import_cmd(
     log = instance.writer()
     signers = [instance.author(name) for name in key_names]
     try:
-        entries = import_file(log, file, kind, signers, sheet=sheet, dry_run=dry_run)
+        private = (
+            PrivateStore.for_instance(log.engine, instance.settings.instance, instance.env)
+            if kind == "household.identified"
+            else None
+        )
+        entries = import_file(
+            log, file, kind, signers, sheet=sheet, dry_run=dry_run, private=private
+        )
     except ImportRefused as exc:
         if json_errors:
             click.echo(error_report(exc.errors))
@@ -150,3 +165,105 @@ def demo(households: int | None, seed: int) -> None:
         instance, households=households, seed=seed, progress=lambda m: click.echo(m, err=True)
     )
     click.echo(str(summary))
+
+
+# --- households' private records ------------------------------------------------------------
+
+
+@main.group("household")
+def household_group() -> None:
+    """Households' personal data, kept off the ledger (open, prove, erase, reconcile).
+
+    Personal data is encrypted in the instance's private table under the master
+    key ($SUYUAN_PRIVATE_KEY or <instance>/private.key); the ledger holds only a
+    salted commitment.  Records are added by importing household.identified rows
+    with personal.* columns (see docs/DOMAIN.md, "Households").
+    """
+
+
+def _private() -> tuple[PrivateStore, Any]:
+    instance = _instance()
+    log = instance.reader()
+    return PrivateStore.for_instance(log.engine, instance.settings.instance, instance.env), log
+
+
+@household_group.command("open")
+@click.argument("code")
+def household_open(code: str) -> None:
+    """Print household CODE's personal record (JSON).  Handle the output as personal data."""
+    store, _ = _private()
+    record = store.open(code)
+    click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))
+
+
+@household_group.command("prove")
+@click.argument("code")
+def household_prove(code: str) -> None:
+    """Show that CODE's private record matches the commitment on the ledger (exit 1 if not)."""
+    store, log = _private()
+    with log.engine.connect() as conn:
+        row = conn.execute(
+            select(households.c.commitment, households.c.seq).where(households.c.code == code)
+        ).first()
+    if row is None:
+        raise NotFound(f"household {code} is not on the ledger")
+    store.prove(code, row.commitment)
+    click.echo(f"OK household {code}: the private record matches the commitment {row.commitment}")
+
+
+@household_group.command("erase")
+@click.argument("code")
+@click.option("--yes", is_flag=True, help="Confirm: erasure cannot be undone.")
+def household_erase(code: str, yes: bool) -> None:
+    """Crypto-shred CODE's personal data.  The ledger and `suyuan verify` are unaffected."""
+    if not yes:
+        raise click.UsageError("erasure is final; add --yes to confirm")
+    store, log = _private()
+    when = store.erase(code)
+    if log.engine.dialect.name == "sqlite":  # push freed pages out of the write-ahead log too
+        with log.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    click.echo(f"erased household {code}'s personal data at {when}")
+
+
+@household_group.command("reconcile")
+def household_reconcile() -> None:
+    """List disagreements between private records and the ledger (exit 1 if any)."""
+    store, _ = _private()
+    problems = store.reconcile()
+    for item in problems:
+        click.echo(json.dumps(item, ensure_ascii=False))
+    if problems:
+        click.echo(f"{len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo("OK every private record matches the ledger", err=True)
+
+
+# --- evidence documents -----------------------------------------------------------------------
+
+
+@main.group("blob")
+def blob_group() -> None:
+    """Evidence documents in the instance's content-addressed store (<instance>/blobs)."""
+
+
+@blob_group.command("put")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--media-type", help="e.g. application/pdf (default: guessed from the name)")
+@click.option("--name", help="the document's name on the ledger (default: the file name)")
+def blob_put(file: Path, media_type: str | None, name: str | None) -> None:
+    """Store FILE; print its evidence record for an entry body (JSON)."""
+    media_type = media_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    store = default_store(_instance().settings.instance)
+    record = evidence_document(store, file.read_bytes(), name or file.name, media_type)
+    click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))
+
+
+@blob_group.command("get")
+@click.argument("sha256")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def blob_get(sha256: str, out: Path) -> None:
+    """Write the document whose SHA-256 is SHA256 to --out (checked against its hash)."""
+    store = default_store(_instance().settings.instance)
+    out.write_bytes(store.get(sha256))
+    click.echo(f"wrote {out}", err=True)

@@ -13,6 +13,14 @@ has, and cells are converted strictly:
   as a number), a date cell its ``YYYY-MM-DD``;
 * empty cells leave the field out.
 
+**Personal data** (``household.identified`` only): columns ``personal.name``,
+``personal.id_number``, ``personal.phone`` and ``personal.address`` never reach
+the ledger.  For each such row a salt is drawn and the body's ``commitment`` is
+computed from the record (``ledger.private``); once every row has passed, the
+encrypted records are stored and *then* the entries appended (the order
+``ledger.private`` documents for crash safety).  If the append is refused after
+all (another writer got in between), the records just stored are erased.
+
 Then every row is checked against the rules as if appended in order
 (:meth:`ledger.log.Log.check`), all errors are reported with the row's line
 number, and only a file without a single error is appended — in one request,
@@ -35,6 +43,7 @@ from ledger.entry import Entry, SignedStatement, format_time, make_statement, nf
 from ledger.errors import Error, InvalidInput
 from ledger.log import Log
 from ledger.note import Signer
+from ledger.private import PrivateStore, normalise_personal
 from ledger.rules import KINDS
 from ledger.tabular import Cell, read_rows
 
@@ -62,6 +71,13 @@ class ImportRefused(InvalidInput):
         super().__init__(f"{len(self.errors)} bad row(s); nothing was appended:\n{shown}{more}")
 
 
+@dataclass(frozen=True)
+class _Personal:
+    code: str
+    record: dict[str, str]
+    salt: bytes
+
+
 def import_file(
     log: Log,
     path: Path,
@@ -70,20 +86,33 @@ def import_file(
     *,
     sheet: str | None = None,
     dry_run: bool = False,
+    private: PrivateStore | None = None,
 ) -> list[Entry]:
     """Append one ``kind`` entry per row of ``path``, signed by ``signers``; all or nothing.
 
     Raises :class:`ImportRefused` listing every bad row (nothing appended), or
     another :class:`Error` for an unreadable file.  ``dry_run`` checks and
-    returns ``[]`` without appending.
+    returns ``[]`` without appending.  ``private`` is where personal-data
+    columns go (required when the file has any).
     """
     rows = read_rows(path, sheet=sheet)
-    statements = build_statements(log, rows, kind, signers)
+    personal: list[_Personal] = []
+    statements = build_statements(log, rows, kind, signers, personal=personal)
+    if personal and private is None:
+        raise InvalidInput("the file has personal.* columns but no private store was given")
     if dry_run:
         return []
+    stored = []
     try:
+        for item in personal:
+            assert private is not None
+            private.store(item.code, item.record, item.salt)
+            stored.append(item.code)
         return log.append([s for _, s in statements])
     except Error as exc:
+        for code in stored:  # the entries committing to them were not appended
+            assert private is not None
+            private.erase(code)
         # Another writer got in between the check and the append: name the row if we can.
         match = re.match(r"statement (\d+): (.*)", str(exc), re.DOTALL)
         if match and 0 < int(match.group(1)) <= len(statements):
@@ -97,8 +126,13 @@ def build_statements(
     rows: Sequence[tuple[int, Mapping[str, Cell]]],
     kind: str,
     signers: Sequence[Signer],
+    *,
+    personal: list[_Personal] | None = None,
 ) -> list[tuple[int, SignedStatement]]:
-    """Convert and sign every row, then check them all; raise ImportRefused listing every error."""
+    """Convert and sign every row, then check them all; raise ImportRefused listing every error.
+
+    Personal-data columns are split off into ``personal`` (one item per row that has them).
+    """
     spec = KINDS.get(kind)
     if spec is None:
         raise InvalidInput(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
@@ -111,7 +145,15 @@ def build_statements(
     created = format_time(datetime.now(UTC))
     for line, cells in rows:
         try:
+            cells, record = _split_personal(cells, kind)
             body = row_to_body(cells, spec.schema)
+            if record is not None:
+                if "commitment" in body:
+                    raise InvalidInput("give either personal.* columns or a commitment, not both")
+                salt, body["commitment"] = PrivateStore.prepare(record)
+                if personal is not None:
+                    code = body.get("code")
+                    personal.append(_Personal(str(code), normalise_personal(record), salt))
             statement = make_statement(kind, nfc(body), log.origin, created)
             statements.append((line, sign_statement(statement, signers)))
         except Error as exc:
@@ -125,6 +167,36 @@ def build_statements(
     if errors:
         raise ImportRefused(sorted(errors, key=lambda e: e.line))
     return statements
+
+
+PERSONAL_PREFIX = "personal."
+
+
+def _split_personal(
+    cells: Mapping[str, Cell], kind: str
+) -> tuple[dict[str, Cell], dict[str, str] | None]:
+    """The row without its personal.* columns, and the personal record (None if none given)."""
+    rest = {k: v for k, v in cells.items() if not k.startswith(PERSONAL_PREFIX)}
+    given = {
+        k[len(PERSONAL_PREFIX) :]: v for k, v in cells.items() if k.startswith(PERSONAL_PREFIX)
+    }
+    if len(given) == 0:
+        return rest, None
+    if kind != "household.identified":
+        raise InvalidInput(
+            "personal.* columns are only for household.identified (personal data never goes "
+            "on the ledger)"
+        )
+    if all(v is None for v in given.values()):
+        return rest, None
+    record = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, bool | float):
+            raise InvalidInput(f"column 'personal.{name}' must be text")
+        record[name] = value.strip() if isinstance(value, str) else str(value)
+    return rest, record
 
 
 def row_to_body(cells: Mapping[str, Cell], schema: Mapping[str, Any]) -> dict[str, Any]:

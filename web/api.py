@@ -14,8 +14,9 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ledger import canonical
+from ledger.blobs import FileBlobStore, check_digest, default_store, evidence_document
 from ledger.entry import signed_statement_from_json
-from ledger.errors import Error, InvalidInput
+from ledger.errors import Error, InvalidInput, NotFound
 from ledger.log import MAX_BATCH
 from ledger.tokens import check_token
 from web.api_queries import add_query_routes, openapi_paths
@@ -160,17 +161,67 @@ def keys() -> Response:
     )
 
 
+def _require_token() -> Response | None:
+    """None if the request carries a valid API token, else the 401 to answer with."""
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    if token and check_token(instance().engine, token) is not None:
+        return None
+    response = _error(
+        401, "unauthorized", "a valid API token is required: Authorization: Bearer <token>"
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="suyuan"'
+    return response
+
+
+def _blobs() -> FileBlobStore:
+    return default_store(instance().settings.instance)
+
+
+@bp.get("/blobs/<digest>")
+def get_blob(digest: str) -> Response:
+    """An evidence document by its SHA-256 (the file whose hash an entry carries).
+
+    The store re-hashes the file before it is served, so an altered file is a
+    500-free error, never silently served.  Served as an attachment of unknown
+    type: the entry's evidence record says what it is.
+    """
+    store = _blobs()
+    if not store.has(check_digest(digest)):
+        raise NotFound(f"no document with SHA-256 {digest} in this instance's store")
+    response = Response(store.get(digest), mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="{digest}.bin"'
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    response.headers["ETag"] = f'"{digest}"'
+    return response
+
+
+@bp.post("/blobs")
+def post_blob() -> Response:
+    """Store an evidence document (the request body, raw); answer with its evidence record.
+
+    ``?name=…&media_type=…`` describe it; the record is what an entry's
+    ``evidence`` list carries.  Needs an API token.
+    """
+    refusal = _require_token()
+    if refusal is not None:
+        return refusal
+    data = request.get_data(cache=False)
+    if not data:
+        raise InvalidInput("send the document as the request body")
+    name = request.args.get("name") or "document"
+    media_type = request.args.get("media_type") or request.mimetype or "application/octet-stream"
+    response = jsonify(evidence_document(_blobs(), data, name, media_type))
+    response.status_code = 201
+    return response
+
+
 @bp.post("/entries")
 def post_entries() -> Response:
     """Append signed statements (one object, or ``{"statements": [...]}``), all or nothing."""
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-    if not token or check_token(instance().engine, token) is None:
-        response = _error(
-            401, "unauthorized", "a valid API token is required: Authorization: Bearer <token>"
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="suyuan"'
-        return response
+    refusal = _require_token()
+    if refusal is not None:
+        return refusal
     if not request.mimetype == "application/json":
         raise InvalidInput("send the statements as application/json")
     value = canonical.parse(request.get_data(cache=False))

@@ -212,6 +212,66 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/blobs/{digest}": {
+            "get": {
+                "summary": "An evidence document by its SHA-256 (re-hashed before it is served)",
+                "parameters": [
+                    {
+                        "name": "digest",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The document",
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/blobs": {
+            "post": {
+                "summary": "Store an evidence document; returns the evidence record for an entry",
+                "security": [{"token": []}],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "media_type",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["sha256", "name", "media_type", "size"],
+                        },
+                        "The evidence record",
+                    ),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                },
+            }
+        },
         "/keys": {
             "get": {
                 "summary": "Registered author keys",

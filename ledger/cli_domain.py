@@ -164,7 +164,19 @@ def demo(households: int | None, seed: int) -> None:
     summary = load_demo(
         instance, households=households, seed=seed, progress=lambda m: click.echo(m, err=True)
     )
-    click.echo(str(summary))
+    if summary.already_loaded:
+        click.echo(
+            f"the demo data set is already in the log ({summary.size:,} entries); nothing changed"
+        )
+        return
+    click.echo(
+        f"loaded the demo: {summary.entries:,} entries (seq {summary.first_seq}–{summary.size - 1}), "
+        f"{summary.households:,} households"
+    )
+    for kind, count in sorted(summary.counts.items()):
+        click.echo(f"  {kind:24s} {count:>8,}")
+    refused = ", ".join(f"{count} {code}" for code, count in sorted(summary.refused.items()))
+    click.echo(f"  refused on purpose, for the anomaly report: {refused or 'none'}")
 
 
 # --- households' private records ------------------------------------------------------------

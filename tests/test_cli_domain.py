@@ -159,3 +159,20 @@ def test_blobs_round_trip_through_the_store(cli: Cli, tmp_path: Path) -> None:
     assert cli("blob", "get", digest, "--out", str(out)).exit_code == 0
     assert out.read_bytes() == report.read_bytes()
     assert cli("blob", "get", "../../etc/passwd", "--out", str(out)).exit_code == 2
+
+
+def test_demo_loads_once(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    assert cli("init").exit_code == 0
+    first = cli("demo", "--households", "20")
+    assert first.exit_code == 0, first.output
+    assert "loaded the demo" in first.stdout and "fund.disbursed" in first.stdout
+    assert "1 overspend" in first.stdout
+    before = dump(cli.engine)
+    again = cli("demo", "--households", "20")
+    assert again.exit_code == 0 and "already in the log" in again.stdout
+    assert dump(cli.engine) == before
+    assert cli("demo", "--households", "0").exit_code == 2
+    trail = cli("query", "anomalies", "--today", "2021-01-01")
+    assert trail.exit_code == 0
+    assert json.loads(trail.stdout)["overspend_attempts"]

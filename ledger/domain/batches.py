@@ -254,11 +254,6 @@ def ref_json(key: BatchKey) -> dict[str, str]:
 # --- JSON schemas ------------------------------------------------------------------------
 
 
-def _text_schema(max_length: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": "\\S"}
-
-
-_DATE = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
 _GTIN = {
     "type": "string",
     "pattern": "^[0-9]{14}$",
@@ -285,33 +280,13 @@ _NET_CONTENT = {
     "required": ["quantity", "unit"],
     "additionalProperties": False,
 }
-_BILINGUAL = {
-    "type": "object",
-    "properties": {"zh": _text_schema(200), "en": _text_schema(200)},
-    "required": ["zh"],
-    "additionalProperties": False,
-}
-_LOCATION = {
-    "type": "object",
-    "properties": {
-        "province": _text_schema(100),
-        "city": _text_schema(100),
-        "county": _text_schema(100),
-        "township": _text_schema(100),
-        "village": _text_schema(100),
-        "division_code": {"type": "string", "pattern": "^[0-9]{6}([0-9]{3}([0-9]{3})?)?$"},
-    },
-    "required": ["province", "city", "county"],
-    "additionalProperties": False,
-}
-_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _INSPECTION = {
     "type": "object",
     "properties": {
-        "lab": _text_schema(200),
+        "lab": common.text_schema(200),
         "result": {"enum": list(INSPECTION_RESULTS)},
-        "date": _DATE,
-        "report_sha256": _SHA256,
+        "date": common.DATE_SCHEMA,
+        "report_sha256": common.SHA256_SCHEMA,
     },
     "required": ["lab", "result", "date", "report_sha256"],
     "additionalProperties": False,
@@ -320,29 +295,13 @@ _CERTIFICATION = {
     "type": "object",
     "properties": {
         "scheme": {"enum": list(CERTIFICATION_SCHEMES)},
-        "number": _text_schema(64),
-        "valid_until": _DATE,
+        "number": common.text_schema(64),
+        "valid_until": common.DATE_SCHEMA,
     },
     "required": ["scheme", "number"],
     "additionalProperties": False,
 }
 _CERTIFICATIONS = {"type": "array", "items": _CERTIFICATION, "maxItems": MAX_CERTIFICATIONS}
-_EVIDENCE = {
-    "type": "array",
-    "maxItems": common.MAX_EVIDENCE,
-    "items": {
-        "type": "object",
-        "properties": {
-            "sha256": _SHA256,
-            "name": _text_schema(200),
-            "media_type": {"type": "string", "pattern": "^[a-z]+/[A-Za-z0-9.+-]{1,100}$"},
-            "size": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER},
-        },
-        "required": ["sha256", "name", "media_type", "size"],
-        "additionalProperties": False,
-    },
-}
-
 REGISTERED_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "batch.registered",
@@ -350,9 +309,9 @@ REGISTERED_SCHEMA: dict[str, Any] = {
     "properties": {
         "gtin": _GTIN,
         "lot": _LOT,
-        "product": _BILINGUAL,
-        "origin": _LOCATION,
-        "producer": _text_schema(200),
+        "product": common.BILINGUAL_SCHEMA,
+        "origin": common.LOCATION_SCHEMA,
+        "producer": common.text_schema(200),
         "households": {
             "type": "array",
             "minItems": 1,
@@ -360,14 +319,14 @@ REGISTERED_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "household": {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9-]{3,31}$"},
+                    "household": common.HOUSEHOLD_SCHEMA,
                     "share_permille": {"type": "integer", "minimum": 1, "maximum": PERMILLE},
                 },
                 "required": ["household", "share_permille"],
                 "additionalProperties": False,
             },
         },
-        "produced": _DATE,
+        "produced": common.DATE_SCHEMA,
         "quantity": _QUANTITY,
         "unit": _UNIT,
         "net_content": _NET_CONTENT,
@@ -400,14 +359,14 @@ EVENT_SCHEMA: dict[str, Any] = {
             "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})$",
             "format": "date-time",
         },
-        "read_point": _text_schema(200),
+        "read_point": common.text_schema(200),
         "temperature_dc": {
             "type": "integer",
             "minimum": MIN_TEMPERATURE_DC,
             "maximum": MAX_TEMPERATURE_DC,
         },
         "inspection": _INSPECTION,
-        "note": _text_schema(common.MAX_TEXT),
+        "note": common.text_schema(common.MAX_TEXT),
     },
     "required": ["batch", "biz_step", "disposition", "time", "read_point"],
     "additionalProperties": False,
@@ -438,7 +397,7 @@ TRANSFORMED_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "gtin": _GTIN,
                     "lot": _LOT,
-                    "product": _BILINGUAL,
+                    "product": common.BILINGUAL_SCHEMA,
                     "quantity": _QUANTITY,
                     "unit": _UNIT,
                     "net_content": _NET_CONTENT,
@@ -448,8 +407,8 @@ TRANSFORMED_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
             },
         },
-        "date": _DATE,
-        "process": _text_schema(200),
+        "date": common.DATE_SCHEMA,
+        "process": common.text_schema(200),
     },
     "required": ["inputs", "outputs", "date", "process"],
     "additionalProperties": False,
@@ -461,8 +420,8 @@ RECALLED_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "batch": _BATCH_REF,
-        "reason": _text_schema(common.MAX_TEXT),
-        "evidence": _EVIDENCE,
+        "reason": common.text_schema(common.MAX_TEXT),
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["batch", "reason"],
     "additionalProperties": False,
@@ -592,16 +551,6 @@ def _temperature(body: Mapping[str, Any], where: str) -> int | None:
             f"({MIN_TEMPERATURE_DC}…{MAX_TEMPERATURE_DC}, e.g. 40 for 4.0 °C), got {value!r}"
         )
     return value
-
-
-def _not_future(entry: Entry, value: str, name: str, where: str) -> None:
-    """Refuse a body date after the statement's creation day (UTC) plus one day of slack:
-    China is UTC+8, so its "today" may be "tomorrow" in UTC."""
-    created = parse_time(entry.statement.created).date()
-    if date.fromisoformat(value) > created + timedelta(days=1):
-        raise RuleViolation(
-            f"{where}: {name} {value} is in the future (the statement was created {created})"
-        )
 
 
 # --- state helpers ---------------------------------------------------------------------
@@ -803,9 +752,9 @@ def _check_registered(entry: Entry, state: RuleState) -> None:
     certifications = _certifications(body, where)
     supplied = _households(body, where)
 
-    _not_future(entry, produced, "produced", where)
+    common.not_after_created(entry, produced, "produced", where)
     for i, item in enumerate(inspections):
-        _not_future(entry, item["date"], "date", f"{where}: inspections[{i}]")
+        common.not_after_created(entry, item["date"], "date", f"{where}: inspections[{i}]")
     for scheme, number, until in certifications:
         if until is not None and until < produced:
             raise RuleViolation(
@@ -948,7 +897,7 @@ def _event_inspection(
             f"{where}: biz_step inspecting needs an inspection {{lab, result, date, report_sha256}}"
         )
     result = str(_inspection(body["inspection"], f"{where}: inspection")["result"])
-    _not_future(entry, body["inspection"]["date"], "date", f"{where}: inspection")
+    common.not_after_created(entry, body["inspection"]["date"], "date", f"{where}: inspection")
     if (result == "fail") != (disposition == "non_conformant"):
         raise InvalidEntry(
             f"{where}: an inspection that {'failed' if result == 'fail' else 'passed'} takes "
@@ -1060,7 +1009,7 @@ def _check_transformed(entry: Entry, state: RuleState) -> None:
     outputs = _parse_outputs(body, where)
     day = common.date_field(body, "date", where)
     common.text(body, "process", where)
-    _not_future(entry, day, "date", where)
+    common.not_after_created(entry, day, "date", where)
 
     rows = [_existing(state, key, f"{where}: input") for key, _ in inputs]
     producer = str(rows[0]["producer"])

@@ -1,19 +1,26 @@
-"""Field validators and signing-policy helpers shared by the domain kinds.
+"""Field validators, their JSON-schema fragments and signing-policy helpers shared by the
+domain kinds.
 
 Every validator takes the body, the field name and ``where`` (the kind, for the
 message), returns the value, and raises :class:`InvalidEntry` saying what was
 expected and what was found.  They are pure.
+
+Each ``*_SCHEMA`` fragment (and :func:`text_schema`) stands next to the validator that
+enforces it and MUST say no more than that validator enforces: a published schema
+never refuses what a check accepts, nor promises what it does not check.  Where a
+pattern is shared, the fragment uses the validator's own regular expression.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from ledger.canonical import MAX_SAFE_INTEGER
-from ledger.entry import Entry
+from ledger.entry import Entry, parse_time
 from ledger.errors import InvalidEntry, RuleViolation
 from ledger.rules import KeyRecord, RuleState, signer_roles
 
@@ -21,7 +28,8 @@ from ledger.rules import KeyRecord, RuleState, signer_roles
 _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 #: 一户一码: pseudonymous household codes, upper-case ASCII letters, digits and hyphens.
 _HOUSEHOLD_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,31}$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# ASCII digits: date.fromisoformat refuses any other digits, so [0-9] is what date_field enforces.
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _PERIOD_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])|-(Q[1-4])|-(H[12]))?$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _DIVISION_RE = re.compile(r"^\d{6}(\d{3}(\d{3})?)?$")
@@ -30,6 +38,60 @@ MAX_EVIDENCE = 32
 MAX_TEXT = 2_000
 #: The largest amount in fen any field accepts: 2^53 - 1 fen (≈ 90 trillion yuan).
 MAX_FEN = MAX_SAFE_INTEGER
+#: A date in a body may be at most this far past the statement's creation (UTC) day:
+#: China is UTC+8, so "today" there may be "tomorrow" in UTC terms.
+DATE_SLACK = timedelta(days=1)
+#: The parts of an administrative location, largest first.
+LOCATION_PARTS = ("province", "city", "county", "township", "village", "division_code")
+_LOCATION_KEYS = frozenset(LOCATION_PARTS)
+
+
+# --- schema fragments ---------------------------------------------------------------------
+
+
+def text_schema(max_length: int) -> dict[str, Any]:
+    """What :func:`text` enforces: 1–``max_length`` characters, not all white space."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": "\\S"}
+
+
+IDENT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _IDENT_RE.pattern}
+HOUSEHOLD_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _HOUSEHOLD_RE.pattern}
+FEN_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_FEN}
+DATE_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _DATE_RE.pattern, "format": "date"}
+SHA256_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _SHA256_RE.pattern}
+BILINGUAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"zh": text_schema(200), "en": text_schema(200)},
+    "required": ["zh"],
+    "additionalProperties": False,
+}
+EVIDENCE_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "maxItems": MAX_EVIDENCE,
+    "items": {
+        "type": "object",
+        "properties": {
+            "sha256": SHA256_SCHEMA,
+            "name": text_schema(200),
+            "media_type": {"type": "string", "pattern": _MEDIA_TYPE_RE.pattern},
+            "size": {"type": "integer", "minimum": 0, "maximum": MAX_FEN},
+        },
+        "required": ["sha256", "name", "media_type", "size"],
+        "additionalProperties": False,
+    },
+}
+LOCATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{part: text_schema(100) for part in LOCATION_PARTS[:-1]},
+        "division_code": {"type": "string", "pattern": _DIVISION_RE.pattern},
+    },
+    "required": ["province", "city", "county"],
+    "additionalProperties": False,
+}
+
+
+# --- field validators ---------------------------------------------------------------------
 
 
 def ident(body: Mapping[str, Any], name: str, where: str) -> str:
@@ -149,18 +211,30 @@ def location(body: Mapping[str, Any], name: str, where: str) -> dict[str, str]:
     """An administrative location: province, city, county required; township, village and the
     administrative division code (6, 9 or 12 digits) optional."""
     value = body.get(name)
-    allowed = {"province", "city", "county", "township", "village", "division_code"}
-    if not isinstance(value, dict) or set(value) - allowed:
-        raise InvalidEntry(f"{where}: {name} must be an object with keys from {sorted(allowed)}")
+    if not isinstance(value, dict) or not value.keys() <= _LOCATION_KEYS:
+        raise InvalidEntry(
+            f"{where}: {name} must be an object with keys from {sorted(_LOCATION_KEYS)}"
+        )
+    at = f"{where}: {name}"
     for part in ("province", "city", "county"):
-        text(value, part, f"{where}: {name}", 100)
+        text(value, part, at, 100)
     for part in ("township", "village"):
         if part in value:
-            text(value, part, f"{where}: {name}", 100)
+            text(value, part, at, 100)
     code = value.get("division_code")
     if code is not None and (not isinstance(code, str) or not _DIVISION_RE.match(code)):
         raise InvalidEntry(f"{where}: {name}.division_code must be 6, 9 or 12 digits, got {code!r}")
     return dict(value)
+
+
+def location_columns(loc: Mapping[str, str]) -> dict[str, str | None]:
+    """A validated location as the projection columns province … division_code."""
+    return {part: loc.get(part) for part in LOCATION_PARTS}
+
+
+def location_of(row: Mapping[str, Any]) -> dict[str, str]:
+    """The location object of a projection row (absent parts left out)."""
+    return {p: row[p] for p in LOCATION_PARTS if row[p] is not None}
 
 
 def optional(body: Mapping[str, Any], name: str) -> bool:
@@ -171,37 +245,103 @@ def only_fields(
     body: Mapping[str, Any], where: str, required: Iterable[str], optional_: Iterable[str] = ()
 ) -> None:
     """Refuse missing required fields and any field not listed."""
-    required, allowed = set(required), set(required) | set(optional_)
-    missing = sorted(required - set(body))
-    extra = sorted(set(body) - allowed)
-    if missing or extra:
-        raise InvalidEntry(f"{where}: body fields missing {missing}, unexpected {extra}")
+    required, allowed = _field_sets(tuple(required), tuple(optional_))
+    keys = body.keys()
+    if required <= keys and keys <= allowed:
+        return
+    missing = sorted(required - set(keys))
+    extra = sorted(set(keys) - allowed)
+    raise InvalidEntry(f"{where}: body fields missing {missing}, unexpected {extra}")
+
+
+@lru_cache(maxsize=256)
+def _field_sets(
+    required: tuple[str, ...], optional_: tuple[str, ...]
+) -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset(required), frozenset(required) | frozenset(optional_)
+
+
+@lru_cache(maxsize=64)
+def latest_date(created: str) -> date:
+    """The latest date a body may state in a statement created at ``created``: its UTC day
+    plus :data:`DATE_SLACK`."""
+    return parse_time(created).date() + DATE_SLACK
+
+
+def not_after_created(entry: Entry, value: str, name: str, where: str | None = None) -> None:
+    """Refuse a body date (already validated) later than :func:`latest_date` of the statement."""
+    latest = latest_date(entry.statement.created)
+    if date.fromisoformat(value) > latest:
+        raise RuleViolation(
+            f"{where or entry.kind}: {name} {value} is in the future (the statement was created "
+            f"{entry.statement.created}; latest allowed date {latest.isoformat()})"
+        )
+
+
+# --- signing policies -----------------------------------------------------------------------
 
 
 def signers_with_roles(entry: Entry, state: RuleState) -> dict[str, list[KeyRecord]]:
-    """The entry's signing keys grouped by role (every key is distinct by construction)."""
+    """The entry's registered signing keys grouped by role, each key once, in signature order
+    (as :func:`ledger.rules.signer_roles` lists them)."""
     out: dict[str, list[KeyRecord]] = {}
-    for record in signer_roles(entry, state).values():
-        out.setdefault(record.role, []).append(record)
+    keys = state.keys
+    seen: set[str] = set()
+    for key_id in entry.signed.key_ids():
+        record = keys.get(key_id)
+        if record is not None and key_id not in seen:
+            seen.add(key_id)
+            out.setdefault(record.role, []).append(record)
     return out
+
+
+def _assign(
+    by_role: Mapping[str, list[KeyRecord]], roles: Iterable[str]
+) -> tuple[list[KeyRecord], list[str]]:
+    """For each role in ``roles`` (repeats mean "that many") the next unused key holding it:
+    (the keys used, the roles left without one).  A key holds one role, so "unused" is a
+    per-role position."""
+    used: list[KeyRecord] = []
+    missing: list[str] = []
+    taken: dict[str, int] = {}
+    for role in roles:
+        index = taken.get(role, 0)
+        holders = by_role.get(role)
+        if holders is not None and index < len(holders):
+            used.append(holders[index])
+            taken[role] = index + 1
+        else:
+            missing.append(role)
+    return used, missing
+
+
+def _signed_by(entry: Entry, state: RuleState) -> str:
+    return ", ".join(sorted(f"{k.name} ({k.role})" for k in signer_roles(entry, state).values()))
 
 
 def require_roles(entry: Entry, state: RuleState, roles: Iterable[str]) -> list[KeyRecord]:
     """Raise unless, for every role in ``roles`` (repeats mean "that many"), a distinct signing
     key holds it; return the keys used.  E.g. 双认定: ``["village_approver", "township_approver"]``."""
-    by_role = signers_with_roles(entry, state)
-    used: list[KeyRecord] = []
-    missing: list[str] = []
-    for role in roles:
-        available = [k for k in by_role.get(role, []) if k not in used]
-        if available:
-            used.append(available[0])
-        else:
-            missing.append(role)
+    used, missing = _assign(signers_with_roles(entry, state), roles)
     if missing:
         raise RuleViolation(
             f"{entry.kind} needs signatures by distinct registered keys with roles "
-            f"{', '.join(missing)} (signed by: "
-            f"{', '.join(sorted(f'{k.name} ({k.role})' for k in signer_roles(entry, state).values())) or 'nobody'})"
+            f"{', '.join(missing)} (signed by: {_signed_by(entry, state) or 'nobody'})"
         )
     return used
+
+
+def require_one_of(
+    entry: Entry, state: RuleState, policy: Sequence[Sequence[str]], what: str = ""
+) -> None:
+    """Raise unless the signers satisfy one alternative of ``policy``: a list of alternatives,
+    each a list of roles that distinct signing keys must hold (e.g. households' TRANSITIONS)."""
+    by_role = signers_with_roles(entry, state)
+    for roles in policy:
+        if not _assign(by_role, roles)[1]:
+            return
+    wanted = " or ".join(" + ".join(roles) for roles in policy)
+    raise RuleViolation(
+        f"{entry.kind}{what} must be signed by {wanted} (distinct keys); "
+        f"signed by: {_signed_by(entry, state) or 'nobody'}"
+    )

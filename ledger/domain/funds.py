@@ -42,7 +42,8 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Mapping
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
@@ -50,7 +51,7 @@ from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 from ledger.domain import common
 from ledger.domain.households import get_household
 from ledger.domain.projects import STAGES, get_project, stage_reached
-from ledger.entry import Entry, parse_time
+from ledger.entry import Entry
 from ledger.errors import Conflict, DuplicatePayment, InvalidEntry, Overspend, RuleViolation
 from ledger.projection import Projection, Row, register_projection
 from ledger.rules import ROLES, KindSpec, RuleState, register_kind, signer_roles
@@ -286,44 +287,11 @@ for _table in (
 # --- JSON Schemas (published in docs/DOMAIN.md) ---------------------------------------
 
 
-def _text_schema(max_length: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": "\\S"}
-
-
-IDENT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"}
-HOUSEHOLD_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9-]{3,31}$"}
-FEN_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": common.MAX_FEN}
-DATE_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "format": "date",
-    "pattern": "^\\d{4}-\\d{2}-\\d{2}$",
-}
 PERIOD_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": "^\\d{4}(-(0[1-9]|1[0-2])|-Q[1-4]|-H[12])?$",
 }
-REASON_SCHEMA = _text_schema(MAX_REASON)
-BILINGUAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"zh": _text_schema(200), "en": _text_schema(200)},
-    "required": ["zh"],
-    "additionalProperties": False,
-}
-EVIDENCE_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "maxItems": common.MAX_EVIDENCE,
-    "items": {
-        "type": "object",
-        "properties": {
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "name": _text_schema(200),
-            "media_type": {"type": "string", "pattern": "^[a-z]+/[A-Za-z0-9.+-]{1,100}$"},
-            "size": {"type": "integer", "minimum": 0, "maximum": common.MAX_FEN},
-        },
-        "required": ["sha256", "name", "media_type", "size"],
-        "additionalProperties": False,
-    },
-}
+REASON_SCHEMA = common.text_schema(MAX_REASON)
 CREDIT_CODE_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _CREDIT_RE.pattern}
 
 SOURCE_SCHEMA: dict[str, Any] = {
@@ -331,14 +299,14 @@ SOURCE_SCHEMA: dict[str, Any] = {
     "title": "fund.source",
     "type": "object",
     "properties": {
-        "id": IDENT_SCHEMA,
+        "id": common.IDENT_SCHEMA,
         "type": {"enum": list(SOURCE_TYPES)},
-        "name": BILINGUAL_SCHEMA,
-        "amount_fen": FEN_SCHEMA,
+        "name": common.BILINGUAL_SCHEMA,
+        "amount_fen": common.FEN_SCHEMA,
         "year": {"type": "integer", "minimum": 1900, "maximum": 2200},
-        "payer": _text_schema(200),
-        "reference": _text_schema(200),
-        "evidence": EVIDENCE_SCHEMA,
+        "payer": common.text_schema(200),
+        "reference": common.text_schema(200),
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["id", "type", "name", "amount_fen", "year", "payer"],
     "additionalProperties": False,
@@ -349,13 +317,13 @@ ALLOCATED_SCHEMA: dict[str, Any] = {
     "title": "fund.allocated",
     "type": "object",
     "properties": {
-        "id": IDENT_SCHEMA,
-        "source": IDENT_SCHEMA,
-        "amount_fen": FEN_SCHEMA,
+        "id": common.IDENT_SCHEMA,
+        "source": common.IDENT_SCHEMA,
+        "amount_fen": common.FEN_SCHEMA,
         "purpose": {"enum": list(PURPOSES)},
-        "programme": IDENT_SCHEMA,
-        "project": IDENT_SCHEMA,
-        "name": BILINGUAL_SCHEMA,
+        "programme": common.IDENT_SCHEMA,
+        "project": common.IDENT_SCHEMA,
+        "name": common.BILINGUAL_SCHEMA,
         "policy": {
             "type": "object",
             "properties": {
@@ -365,12 +333,12 @@ ALLOCATED_SCHEMA: dict[str, Any] = {
                     "items": {"enum": list(APPROVER_ROLES)},
                 },
                 "once_per_period": {"type": "boolean"},
-                "max_per_recipient_fen": FEN_SCHEMA,
+                "max_per_recipient_fen": common.FEN_SCHEMA,
             },
             "additionalProperties": False,
         },
-        "reference": _text_schema(200),
-        "evidence": EVIDENCE_SCHEMA,
+        "reference": common.text_schema(200),
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["id", "source", "amount_fen", "purpose"],
     "oneOf": [{"required": ["programme"]}, {"required": ["project"]}],
@@ -381,7 +349,7 @@ ALLOCATED_SCHEMA: dict[str, Any] = {
 def _org_schema(field: str) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {field: _text_schema(200), "credit_code": CREDIT_CODE_SCHEMA},
+        "properties": {field: common.text_schema(200), "credit_code": CREDIT_CODE_SCHEMA},
         "required": [field],
         "additionalProperties": False,
     }
@@ -392,13 +360,13 @@ DISBURSED_SCHEMA: dict[str, Any] = {
     "title": "fund.disbursed",
     "type": "object",
     "properties": {
-        "id": IDENT_SCHEMA,
-        "allocation": IDENT_SCHEMA,
+        "id": common.IDENT_SCHEMA,
+        "allocation": common.IDENT_SCHEMA,
         "recipient": {
             "oneOf": [
                 {
                     "type": "object",
-                    "properties": {"household": HOUSEHOLD_SCHEMA},
+                    "properties": {"household": common.HOUSEHOLD_SCHEMA},
                     "required": ["household"],
                     "additionalProperties": False,
                 },
@@ -406,13 +374,13 @@ DISBURSED_SCHEMA: dict[str, Any] = {
                 _org_schema("contractor"),
             ]
         },
-        "amount_fen": FEN_SCHEMA,
+        "amount_fen": common.FEN_SCHEMA,
         "purpose": {"enum": list(PURPOSES)},
         "period": PERIOD_SCHEMA,
-        "date": DATE_SCHEMA,
+        "date": common.DATE_SCHEMA,
         "gate": {
             "type": "object",
-            "properties": {"project": IDENT_SCHEMA, "stage": {"enum": list(STAGES)}},
+            "properties": {"project": common.IDENT_SCHEMA, "stage": {"enum": list(STAGES)}},
             "required": ["project", "stage"],
             "additionalProperties": False,
         },
@@ -425,8 +393,8 @@ DISBURSED_SCHEMA: dict[str, Any] = {
             "required": ["term_months", "interest_subsidy_bp"],
             "additionalProperties": False,
         },
-        "reference": _text_schema(200),
-        "evidence": EVIDENCE_SCHEMA,
+        "reference": common.text_schema(200),
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["id", "allocation", "recipient", "amount_fen", "purpose", "period"],
     "if": {"properties": {"purpose": {"const": "micro_loan"}}},
@@ -440,12 +408,12 @@ EXCEPTION_SCHEMA: dict[str, Any] = {
     "title": "fund.exception",
     "type": "object",
     "properties": {
-        "programme": IDENT_SCHEMA,
-        "project": IDENT_SCHEMA,
-        "household": HOUSEHOLD_SCHEMA,
+        "programme": common.IDENT_SCHEMA,
+        "project": common.IDENT_SCHEMA,
+        "household": common.HOUSEHOLD_SCHEMA,
         "period": PERIOD_SCHEMA,
         "reason": REASON_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["household", "period", "reason"],
     "oneOf": [{"required": ["programme"]}, {"required": ["project"]}],
@@ -457,9 +425,9 @@ RECEIVED_SCHEMA: dict[str, Any] = {
     "title": "fund.received",
     "type": "object",
     "properties": {
-        "disbursement": IDENT_SCHEMA,
-        "date": DATE_SCHEMA,
-        "evidence": {**EVIDENCE_SCHEMA, "minItems": 1},
+        "disbursement": common.IDENT_SCHEMA,
+        "date": common.DATE_SCHEMA,
+        "evidence": {**common.EVIDENCE_SCHEMA, "minItems": 1},
     },
     "required": ["disbursement", "date", "evidence"],
     "additionalProperties": False,
@@ -470,10 +438,10 @@ REPAID_SCHEMA: dict[str, Any] = {
     "title": "fund.repaid",
     "type": "object",
     "properties": {
-        "disbursement": IDENT_SCHEMA,
-        "amount_fen": FEN_SCHEMA,
-        "date": DATE_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "disbursement": common.IDENT_SCHEMA,
+        "amount_fen": common.FEN_SCHEMA,
+        "date": common.DATE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["disbursement", "amount_fen", "date"],
     "additionalProperties": False,
@@ -484,10 +452,10 @@ REVERSED_SCHEMA: dict[str, Any] = {
     "title": "fund.reversed",
     "type": "object",
     "properties": {
-        "disbursement": IDENT_SCHEMA,
-        "allocation": IDENT_SCHEMA,
+        "disbursement": common.IDENT_SCHEMA,
+        "allocation": common.IDENT_SCHEMA,
         "reason": REASON_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["reason"],
     "oneOf": [{"required": ["disbursement"]}, {"required": ["allocation"]}],
@@ -499,10 +467,10 @@ CORRECTED_SCHEMA: dict[str, Any] = {
     "title": "fund.corrected",
     "type": "object",
     "properties": {
-        "disbursement": IDENT_SCHEMA,
-        "amount_fen": FEN_SCHEMA,
+        "disbursement": common.IDENT_SCHEMA,
+        "amount_fen": common.FEN_SCHEMA,
         "reason": REASON_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["disbursement", "amount_fen", "reason"],
     "additionalProperties": False,
@@ -574,17 +542,6 @@ def _evidence(body: Mapping[str, Any], where: str, *, required: bool = False) ->
     docs = common.evidence(body, "evidence", where)
     if required and not docs:
         raise InvalidEntry(f"{where}: evidence must list at least one document (the receipt)")
-
-
-def _not_future(day: str, entry: Entry, where: str) -> None:
-    """A date on a record may not lie after the statement's creation day (allowing one day:
-    China is UTC+8, so its "today" may be "tomorrow" in UTC)."""
-    created = parse_time(entry.statement.created).date()
-    if date.fromisoformat(day) > created + timedelta(days=1):
-        raise RuleViolation(
-            f"{where}: date {day} lies in the future (the statement was created "
-            f"{entry.statement.created})"
-        )
 
 
 def period_form(period: str) -> str:
@@ -881,18 +838,38 @@ def _apply_allocated(entry: Entry, state: RuleState) -> None:
 
 
 def _recipient(body: Mapping[str, Any], where: str) -> dict[str, str | None]:
-    """The recipient as disbursement-row columns: type, household, org, credit_code."""
+    """Validate the recipient; return it as disbursement-row columns (:func:`_recipient_columns`)."""
     value = _object(body, "recipient", where)
     at = f"{where}: recipient"
     kind = _exactly_one(value, at, RECIPIENT_TYPES)
     if kind == "household":
         common.only_fields(value, at, ("household",))
-        code = common.household_code(value["household"], at)
-        return {"recipient_type": kind, "household": code, "org": None, "credit_code": None}
-    common.only_fields(value, at, (kind,), ("credit_code",))
-    org = common.text(value, kind, at)
-    credit = _credit_code(value["credit_code"], at) if "credit_code" in value else None
-    return {"recipient_type": kind, "household": None, "org": org, "credit_code": credit}
+        common.household_code(value["household"], at)
+    else:
+        common.only_fields(value, at, (kind,), ("credit_code",))
+        common.text(value, kind, at)
+        if "credit_code" in value:
+            _credit_code(value["credit_code"], at)
+    return _recipient_columns(value)
+
+
+def _recipient_columns(recipient: Mapping[str, Any]) -> dict[str, str | None]:
+    """A validated recipient as disbursement-row columns: type, household, org, credit_code."""
+    if "household" in recipient:
+        household: str = recipient["household"]
+        return {
+            "recipient_type": "household",
+            "household": household,
+            "org": None,
+            "credit_code": None,
+        }
+    kind = "cooperative" if "cooperative" in recipient else "contractor"
+    return {
+        "recipient_type": kind,
+        "household": None,
+        "org": recipient[kind],
+        "credit_code": recipient.get("credit_code"),
+    }
 
 
 def _loan(body: Mapping[str, Any], where: str) -> tuple[int, int]:
@@ -927,7 +904,7 @@ def _validate_disbursed(entry: Entry) -> dict[str, str | None]:
     purpose = _choice(body, "purpose", where, PURPOSES)
     common.period_field(body, "period", where)
     if "date" in body:
-        _not_future(common.date_field(body, "date", where), entry, where)
+        common.not_after_created(entry, common.date_field(body, "date", where), "date", where)
     if "gate" in body:
         _gate(body, where)
     if purpose == "micro_loan":
@@ -942,6 +919,30 @@ def _validate_disbursed(entry: Entry) -> dict[str, str | None]:
         common.text(body, "reference", where)
     _evidence(body, where)
     return recipient
+
+
+@dataclass
+class _Payment:
+    """What the check of a fund.disbursed read, for its apply (``Projection.remember``):
+    the recipient's row columns, the allocation row, the household's place (``""`` for an
+    organisation) and, for a household, the scope's and the payment count's rows."""
+
+    recipient: dict[str, str | None]
+    allocation: Row
+    place: dict[str, str]
+    scope: Row | None = None
+    paid: Row | None = None
+
+
+def _place(household: Row | None) -> dict[str, str]:
+    """A disbursement's place columns: the household's county, township and village."""
+    if household is None:
+        return {"county": "", "township": "", "village": ""}
+    return {
+        "county": household["county"] or "",
+        "township": household["township"] or "",
+        "village": household["village"] or "",
+    }
 
 
 def _check_disbursed(entry: Entry, state: RuleState) -> None:
@@ -962,10 +963,13 @@ def _check_disbursed(entry: Entry, state: RuleState) -> None:
             f"this payment says {body['purpose']}"
         )
     _require_payment_signers(entry, state, allocation)
+    payment = _Payment(recipient, allocation, _place(None))
     household = recipient["household"]
     if household is not None:
-        _registered_household(rows, household, where)
-        _check_household_rules(where, rows, allocation, household, period)
+        payment.place = _place(_registered_household(rows, household, where))
+        payment.scope, payment.paid = _check_household_rules(
+            where, rows, allocation, household, period
+        )
     if "gate" in body:
         project, stage = _gate(body, where)
         if get_project(rows, project) is None:
@@ -977,12 +981,35 @@ def _check_disbursed(entry: Entry, state: RuleState) -> None:
             )
     _check_cap(where, rows, allocation, _recipient_key(recipient), period, amount)
     _check_room(where, allocation, amount, "payment")
+    rows.remember(entry, payment)
+
+
+def _payment_of(entry: Entry, rows: Projection) -> _Payment:
+    """The rows :func:`_check_disbursed` reads, read again (for an apply without its memo)."""
+    body = entry.body
+    recipient = _recipient_columns(body["recipient"])
+    allocation = rows.get("fund_allocations", body["allocation"])
+    assert allocation is not None
+    household = recipient["household"]
+    if household is None:
+        return _Payment(recipient, allocation, _place(None))
+    registered = get_household(rows, household)
+    assert registered is not None
+    scope_type, scope = allocation["scope_type"], allocation["scope"]
+    return _Payment(
+        recipient,
+        allocation,
+        _place(registered),
+        rows.get("fund_scopes", scope_type, scope),
+        rows.get("fund_payments", scope_type, scope, body["period"], household),
+    )
 
 
 def _check_household_rules(
     where: str, rows: Projection, allocation: Row, household: str, period: str
-) -> None:
-    """The period form of the scope, and the once-per-period rule (unless an exception allows)."""
+) -> tuple[Row, Row | None]:
+    """The period form of the scope, and the once-per-period rule (unless an exception allows).
+    Returns the scope's row and the household's payment count row for the period (or None)."""
     scope_type, scope = allocation["scope_type"], allocation["scope"]
     scope_row = rows.get("fund_scopes", scope_type, scope)
     assert scope_row is not None
@@ -992,16 +1019,15 @@ def _check_household_rules(
             f"{where}: {scope_type} {scope} pays households by {scope_row['period_form']} "
             f"(set at seq {scope_row['seq']}); period {period} is a {form}"
         )
-    if not allocation["once_per_period"]:
-        return
     paid = rows.get("fund_payments", scope_type, scope, period, household)
-    if paid is not None and paid["count"] >= paid["allowed"]:
+    if allocation["once_per_period"] and paid is not None and paid["count"] >= paid["allowed"]:
         raise DuplicatePayment(
             f"{where}: household {household} already has {paid['count']} payment(s) of "
             f"{scope_type} {scope} for period {period} (first at seq {paid['first_seq']}, last "
             f"change at seq {paid['seq']}); {paid['allowed']} allowed — a fund.exception signed "
             "by a county_approver allows one more"
         )
+    return scope_row, paid
 
 
 def _adjust_group(rows: Projection, row: Row, count: int, amount: int, seq: int) -> None:
@@ -1026,6 +1052,12 @@ def _adjust_allocation(
 ) -> Row:
     allocation = rows.get("fund_allocations", allocation_id)
     assert allocation is not None
+    return _count_in_allocation(rows, allocation, count, amount, seq)
+
+
+def _count_in_allocation(
+    rows: Projection, allocation: Row, count: int, amount: int, seq: int
+) -> Row:
     allocation["disbursements"] += count
     allocation["disbursed_fen"] += amount
     allocation["seq"] = seq
@@ -1054,7 +1086,14 @@ def _adjust_recipient_total(
 
 def _adjust_payments(rows: Projection, allocation: Row, row: Row, count: int, seq: int) -> None:
     key = (allocation["scope_type"], allocation["scope"], row["period"], row["household"])
-    paid = rows.get("fund_payments", *key) or {
+    _count_payment(rows, rows.get("fund_payments", *key), key, count, seq)
+
+
+def _count_payment(
+    rows: Projection, paid: Row | None, key: tuple[str, str, str, str], count: int, seq: int
+) -> None:
+    """Add ``count`` to the household's payment count row ``paid`` (None: not made yet)."""
+    paid = paid or {
         "scope_type": key[0],
         "scope": key[1],
         "period": key[2],
@@ -1072,19 +1111,14 @@ def _adjust_payments(rows: Projection, allocation: Row, row: Row, count: int, se
 
 def _apply_disbursed(entry: Entry, state: RuleState) -> None:
     body, rows, seq = entry.body, state.rows, entry.seq
-    recipient = _recipient(body, "fund.disbursed")
-    place = {"county": "", "township": "", "village": ""}
-    if recipient["household"] is not None:
-        household = get_household(rows, recipient["household"])
-        assert household is not None
-        place = {k: household[k] or "" for k in place}
+    payment = rows.recall(entry, _Payment) or _payment_of(entry, rows)
     gate = body.get("gate") or {}
     row: Row = {
         "id": body["id"],
         "allocation": body["allocation"],
         "purpose": body["purpose"],
-        **recipient,
-        **place,
+        **payment.recipient,
+        **payment.place,
         "period": body["period"],
         "amount_fen": body["amount_fen"],
         "original_fen": body["amount_fen"],
@@ -1098,12 +1132,13 @@ def _apply_disbursed(entry: Entry, state: RuleState) -> None:
         "seq": seq,
     }
     rows.put("fund_disbursements", row)
-    allocation = _adjust_allocation(rows, body["allocation"], 1, body["amount_fen"], seq)
+    allocation = _count_in_allocation(rows, payment.allocation, 1, body["amount_fen"], seq)
     _adjust_group(rows, row, 1, body["amount_fen"], seq)
     _adjust_recipient_total(rows, allocation, row, 1, body["amount_fen"], seq)
     if row["household"] is not None:
-        _adjust_payments(rows, allocation, row, 1, seq)
-        scope = rows.get("fund_scopes", allocation["scope_type"], allocation["scope"])
+        key = (allocation["scope_type"], allocation["scope"], row["period"], row["household"])
+        _count_payment(rows, payment.paid, key, 1, seq)
+        scope = payment.scope
         assert scope is not None
         if scope["period_form"] is None:
             scope["period_form"] = period_form(body["period"])
@@ -1193,7 +1228,7 @@ def _check_received(entry: Entry, state: RuleState) -> None:
     where, body = "fund.received", entry.body
     common.only_fields(body, where, ("disbursement", "date", "evidence"))
     disbursement_id = common.ident(body, "disbursement", where)
-    _not_future(common.date_field(body, "date", where), entry, where)
+    common.not_after_created(entry, common.date_field(body, "date", where), "date", where)
     _evidence(body, where, required=True)
     row = _disbursement(state.rows, disbursement_id, where)
     signers = signer_roles(entry, state).values()
@@ -1230,7 +1265,7 @@ def _check_repaid(entry: Entry, state: RuleState) -> None:
     common.only_fields(body, where, ("disbursement", "amount_fen", "date"), ("evidence",))
     disbursement_id = common.ident(body, "disbursement", where)
     amount = common.amount_fen(body, "amount_fen", where)
-    _not_future(common.date_field(body, "date", where), entry, where)
+    common.not_after_created(entry, common.date_field(body, "date", where), "date", where)
     _evidence(body, where)
     common.require_roles(entry, state, ["finance_officer"])
     _disbursement(state.rows, disbursement_id, where)

@@ -21,18 +21,17 @@ Read side (plain SELECTs on a ``Connection``): :func:`household_view`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, timedelta
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, String, Table, Text, select
 
 import ledger.private  # noqa: F401  (defines household_private on the same metadata)
 from ledger.domain import common
-from ledger.entry import Entry, parse_time
+from ledger.entry import Entry
 from ledger.errors import Conflict, InvalidEntry, InvalidInput, NotFound, RuleViolation
 from ledger.projection import Projection, Row, register_projection
-from ledger.rules import KindSpec, RuleState, register_kind, signer_roles
+from ledger.rules import KindSpec, RuleState, register_kind
 from ledger.schema import metadata
 
 households = Table(
@@ -121,47 +120,10 @@ FIRST_YEAR = 2014  # 建档立卡 began in 2014
 LAST_YEAR = 2100
 MAX_MEMBERS = 30
 MAX_REASON = 500
-#: A date in a body may be at most this far past the statement's creation (UTC) day:
-#: China is UTC+8, so "today" there may be "tomorrow" in UTC terms.
-DATE_SLACK = timedelta(days=1)
 
-# --- schema fragments shared with ledger.domain.projects ----------------------------------
+# --- schema fragments (the shared ones are in ledger.domain.common) ------------------------
 
-DATE_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "pattern": r"^\d{4}-\d{2}-\d{2}$",
-    "format": "date",
-}
-LOCATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "province": {"type": "string", "minLength": 1, "maxLength": 100},
-        "city": {"type": "string", "minLength": 1, "maxLength": 100},
-        "county": {"type": "string", "minLength": 1, "maxLength": 100},
-        "township": {"type": "string", "minLength": 1, "maxLength": 100},
-        "village": {"type": "string", "minLength": 1, "maxLength": 100},
-        "division_code": {"type": "string", "pattern": r"^\d{6}(\d{3}(\d{3})?)?$"},
-    },
-    "required": ["province", "city", "county"],
-    "additionalProperties": False,
-}
-EVIDENCE_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "maxItems": common.MAX_EVIDENCE,
-    "items": {
-        "type": "object",
-        "properties": {
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "media_type": {"type": "string", "pattern": r"^[a-z]+/[A-Za-z0-9.+-]{1,100}$"},
-            "size": {"type": "integer", "minimum": 0, "maximum": common.MAX_FEN},
-        },
-        "required": ["sha256", "name", "media_type", "size"],
-        "additionalProperties": False,
-    },
-}
-_CODE_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9-]{3,31}$"}
-_COMMITMENT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_COMMITMENT_SCHEMA = common.SHA256_SCHEMA
 _MEMBERS_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_MEMBERS}
 _CAUSES_SCHEMA: dict[str, Any] = {
     "type": "array",
@@ -170,55 +132,7 @@ _CAUSES_SCHEMA: dict[str, Any] = {
     "maxItems": len(CAUSES),
     "uniqueItems": True,
 }
-_REASON_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_REASON}
-
-
-# --- helpers shared with ledger.domain.projects -------------------------------------------
-
-
-def not_after_created(entry: Entry, value: str, name: str) -> None:
-    """Refuse a body date later than the statement's creation day (plus :data:`DATE_SLACK`)."""
-    latest = parse_time(entry.statement.created).date() + DATE_SLACK
-    if date.fromisoformat(value) > latest:
-        raise RuleViolation(
-            f"{entry.kind}: {name} {value} is in the future (the statement was created "
-            f"{entry.statement.created}; latest allowed date {latest.isoformat()})"
-        )
-
-
-def require_one_of(
-    entry: Entry, state: RuleState, policy: Sequence[Sequence[str]], what: str = ""
-) -> None:
-    """Raise unless the signers satisfy one alternative of ``policy`` (see :data:`TRANSITIONS`)."""
-    for roles in policy:
-        try:
-            common.require_roles(entry, state, roles)
-            return
-        except RuleViolation:
-            continue
-    wanted = " or ".join(" + ".join(roles) for roles in policy)
-    signed = ", ".join(sorted(f"{k.name} ({k.role})" for k in signer_roles(entry, state).values()))
-    raise RuleViolation(
-        f"{entry.kind}{what} must be signed by {wanted} (distinct keys); signed by: {signed or 'nobody'}"
-    )
-
-
-def location_columns(loc: Mapping[str, str]) -> dict[str, str | None]:
-    """A validated location as the projection columns province … division_code."""
-    return {
-        "province": loc["province"],
-        "city": loc["city"],
-        "county": loc["county"],
-        "township": loc.get("township"),
-        "village": loc.get("village"),
-        "division_code": loc.get("division_code"),
-    }
-
-
-def location_of(row: Mapping[str, Any]) -> dict[str, str]:
-    """The location object of a projection row (absent parts left out)."""
-    parts = ("province", "city", "county", "township", "village", "division_code")
-    return {p: row[p] for p in parts if row[p] is not None}
+_REASON_SCHEMA = common.text_schema(MAX_REASON)
 
 
 # --- body validation ------------------------------------------------------------------------
@@ -298,8 +212,8 @@ IDENTIFIED_SCHEMA: dict[str, Any] = {
     "title": "household.identified",
     "type": "object",
     "properties": {
-        "code": _CODE_SCHEMA,
-        "location": LOCATION_SCHEMA,
+        "code": common.HOUSEHOLD_SCHEMA,
+        "location": common.LOCATION_SCHEMA,
         "members": _MEMBERS_SCHEMA,
         "causes": _CAUSES_SCHEMA,
         "year": {"type": "integer", "minimum": FIRST_YEAR, "maximum": LAST_YEAR},
@@ -320,7 +234,7 @@ def _check_identified(entry: Entry, state: RuleState) -> None:
     _causes(body, where)
     _year(body, where)
     _commitment(body, where)
-    require_one_of(entry, state, ((VILLAGE,),))
+    common.require_one_of(entry, state, ((VILLAGE,),))
     existing = get_household(state.rows, code)
     if existing is not None:
         raise Conflict(
@@ -337,7 +251,7 @@ def _apply_identified(entry: Entry, state: RuleState) -> None:
         {
             "code": code,
             "status": "identified",
-            **location_columns(body["location"]),
+            **common.location_columns(body["location"]),
             "commitment": body["commitment"],
             "identified_seq": entry.seq,
             "seq": entry.seq,
@@ -358,11 +272,11 @@ STATUS_SCHEMA: dict[str, Any] = {
     "title": "household.status",
     "type": "object",
     "properties": {
-        "code": _CODE_SCHEMA,
+        "code": common.HOUSEHOLD_SCHEMA,
         "status": {"type": "string", "enum": list(STATUSES)},
-        "date": DATE_SCHEMA,
+        "date": common.DATE_SCHEMA,
         "reason": _REASON_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
     },
     "required": ["code", "status", "date", "reason"],
     "additionalProperties": False,
@@ -400,8 +314,8 @@ def _check_status(entry: Entry, state: RuleState) -> None:
             f"{where}: date {when} is before the household's previous status date {earliest} "
             f"(seq {row['status_seq']})"
         )
-    not_after_created(entry, when, "date")
-    require_one_of(entry, state, policy, f" to {target}")
+    common.not_after_created(entry, when, "date")
+    common.require_one_of(entry, state, policy, f" to {target}")
 
 
 def _apply_status(entry: Entry, state: RuleState) -> None:
@@ -425,9 +339,9 @@ CORRECTED_SCHEMA: dict[str, Any] = {
     "title": "household.corrected",
     "type": "object",
     "properties": {
-        "code": _CODE_SCHEMA,
+        "code": common.HOUSEHOLD_SCHEMA,
         "reason": _REASON_SCHEMA,
-        "location": LOCATION_SCHEMA,
+        "location": common.LOCATION_SCHEMA,
         "members": _MEMBERS_SCHEMA,
         "causes": _CAUSES_SCHEMA,
         "commitment": _COMMITMENT_SCHEMA,
@@ -455,7 +369,7 @@ def _check_corrected(entry: Entry, state: RuleState) -> None:
     if "commitment" in body:
         _commitment(body, where)
     row = _existing(state, code, where)
-    require_one_of(entry, state, ((VILLAGE,),))
+    common.require_one_of(entry, state, ((VILLAGE,),))
     if "commitment" in body and body["commitment"] == row["commitment"]:
         raise RuleViolation(
             f"{where}: household {code} already has this commitment (seq {row['seq']}); "
@@ -469,7 +383,7 @@ def _apply_corrected(entry: Entry, state: RuleState) -> None:
     row = get_household(state.rows, code)
     assert row is not None  # check_corrected ran
     if "location" in body:
-        row.update(location_columns(body["location"]))
+        row.update(common.location_columns(body["location"]))
     if "members" in body:
         row["members"] = body["members"]
     if "causes" in body:
@@ -527,7 +441,7 @@ def _household_json(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {
         "code": row["code"],
         "status": row["status"],
-        "location": location_of(row),
+        "location": common.location_of(row),
         "members": row["members"],
         "causes": row["causes"].split(","),
         "year": row["year"],

@@ -48,15 +48,6 @@ from sqlalchemy import (
 
 from ledger import canonical, schema
 from ledger.domain import common
-from ledger.domain.households import (
-    DATE_SCHEMA,
-    EVIDENCE_SCHEMA,
-    LOCATION_SCHEMA,
-    location_columns,
-    location_of,
-    not_after_created,
-    require_one_of,
-)
 from ledger.entry import Entry, decode_entry
 from ledger.errors import Conflict, InvalidEntry, InvalidInput, NotFound, RuleViolation
 from ledger.projection import Projection, Row, register_projection
@@ -225,15 +216,7 @@ MAX_REASON = 500
 
 # --- schemas ------------------------------------------------------------------------------------
 
-_ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"}
-_TEXT_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 200}
-_FEN_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": common.MAX_FEN}
-_NAME_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"zh": _TEXT_SCHEMA, "en": _TEXT_SCHEMA},
-    "required": ["zh"],
-    "additionalProperties": False,
-}
+_TEXT_SCHEMA = common.text_schema(200)
 _PLAN_SCHEMA: dict[str, Any] = {
     "type": "array",
     "maxItems": len(PLANNED_STAGES),
@@ -241,7 +224,7 @@ _PLAN_SCHEMA: dict[str, Any] = {
         "type": "object",
         "properties": {
             "stage": {"type": "string", "enum": list(PLANNED_STAGES)},
-            "due": DATE_SCHEMA,
+            "due": common.DATE_SCHEMA,
         },
         "required": ["stage", "due"],
         "additionalProperties": False,
@@ -254,8 +237,8 @@ _QUANTITIES_SCHEMA: dict[str, Any] = {
     },
     "additionalProperties": False,
 }
-_REASON_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_REASON}
-_NOTE_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_NOTE}
+_REASON_SCHEMA = common.text_schema(MAX_REASON)
+_NOTE_SCHEMA = common.text_schema(MAX_NOTE)
 _PERCENT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 99}
 
 
@@ -272,11 +255,11 @@ REGISTERED_SCHEMA: dict[str, Any] = {
     "title": "project.registered",
     "type": "object",
     "properties": {
-        "id": _ID_SCHEMA,
-        "name": _NAME_SCHEMA,
+        "id": common.IDENT_SCHEMA,
+        "name": common.BILINGUAL_SCHEMA,
         "category": {"type": "string", "enum": list(CATEGORIES)},
-        "budget_fen": _FEN_SCHEMA,
-        "location": LOCATION_SCHEMA,
+        "budget_fen": common.FEN_SCHEMA,
+        "location": common.LOCATION_SCHEMA,
         "owner": _TEXT_SCHEMA,
         "contractor": _TEXT_SCHEMA,
         "plan": _PLAN_SCHEMA,
@@ -291,16 +274,16 @@ MILESTONE_SCHEMA: dict[str, Any] = {
     "title": "project.milestone",
     "type": "object",
     "properties": {
-        "project": _ID_SCHEMA,
+        "project": common.IDENT_SCHEMA,
         "stage": {"type": "string", "enum": list(STAGES)},
-        "date": DATE_SCHEMA,
-        "evidence": EVIDENCE_SCHEMA,
+        "date": common.DATE_SCHEMA,
+        "evidence": common.EVIDENCE_SCHEMA,
         "note": _NOTE_SCHEMA,
         "percent": _PERCENT_SCHEMA,
-        "contract_fen": _FEN_SCHEMA,
+        "contract_fen": common.FEN_SCHEMA,
         "contractor": _TEXT_SCHEMA,
-        "notice_start": DATE_SCHEMA,
-        "notice_end": DATE_SCHEMA,
+        "notice_start": common.DATE_SCHEMA,
+        "notice_end": common.DATE_SCHEMA,
     },
     "required": ["project", "stage", "date"],
     "additionalProperties": False,
@@ -320,9 +303,9 @@ EVIDENCE_ENTRY_SCHEMA: dict[str, Any] = {
     "title": "project.evidence",
     "type": "object",
     "properties": {
-        "project": _ID_SCHEMA,
+        "project": common.IDENT_SCHEMA,
         "stage": {"type": "string", "enum": list(STAGES)},
-        "evidence": {**EVIDENCE_SCHEMA, "minItems": 1},
+        "evidence": {**common.EVIDENCE_SCHEMA, "minItems": 1},
         "note": _NOTE_SCHEMA,
     },
     "required": ["project", "stage", "evidence"],
@@ -335,11 +318,11 @@ AMENDED_SCHEMA: dict[str, Any] = {
     "title": "project.amended",
     "type": "object",
     "properties": {
-        "project": _ID_SCHEMA,
+        "project": common.IDENT_SCHEMA,
         "reason": _REASON_SCHEMA,
-        "name": _NAME_SCHEMA,
-        "budget_fen": _FEN_SCHEMA,
-        "location": LOCATION_SCHEMA,
+        "name": common.BILINGUAL_SCHEMA,
+        "budget_fen": common.FEN_SCHEMA,
+        "location": common.LOCATION_SCHEMA,
         "owner": _TEXT_SCHEMA,
         "plan": {**_PLAN_SCHEMA, "minItems": 1},
         "quantities": _QUANTITIES_SCHEMA,
@@ -365,15 +348,15 @@ CORRECTED_SCHEMA: dict[str, Any] = {
     "title": "project.corrected",
     "type": "object",
     "properties": {
-        "project": _ID_SCHEMA,
+        "project": common.IDENT_SCHEMA,
         "ref": {"type": "integer", "minimum": 0, "maximum": common.MAX_FEN},
         "reason": _REASON_SCHEMA,
-        "date": DATE_SCHEMA,
+        "date": common.DATE_SCHEMA,
         "percent": _PERCENT_SCHEMA,
-        "contract_fen": _FEN_SCHEMA,
+        "contract_fen": common.FEN_SCHEMA,
         "contractor": _TEXT_SCHEMA,
-        "notice_start": DATE_SCHEMA,
-        "notice_end": DATE_SCHEMA,
+        "notice_start": common.DATE_SCHEMA,
+        "notice_end": common.DATE_SCHEMA,
     },
     "required": ["project", "ref", "reason"],
     "minProperties": 4,
@@ -521,7 +504,7 @@ def _check_signers(
                 f"{entry.kind}: key {record.name} is a contractor key of {record.org!r}; project "
                 f"{project['id']}'s contractor is {project['contractor']!r}"
             )
-    require_one_of(entry, state, policy, what)
+    common.require_one_of(entry, state, policy, what)
 
 
 # --- project.registered ---------------------------------------------------------------------------
@@ -542,7 +525,7 @@ def _check_registered(entry: Entry, state: RuleState) -> None:
     _check_plan_order(_plan(body, where, empty_ok=True), where)
     if "quantities" in body:
         _quantities(body, where)
-    require_one_of(entry, state, _OWNER)
+    common.require_one_of(entry, state, _OWNER)
     existing = get_project(state.rows, project_id)
     if existing is not None:
         raise Conflict(
@@ -562,7 +545,7 @@ def _apply_registered(entry: Entry, state: RuleState) -> None:
             "name_en": body["name"].get("en"),
             "category": body["category"],
             "budget_fen": body["budget_fen"],
-            **location_columns(body["location"]),
+            **common.location_columns(body["location"]),
             "owner": body["owner"],
             "contractor": body.get("contractor"),
             "contract_fen": None,
@@ -677,7 +660,7 @@ def _check_milestone(entry: Entry, state: RuleState) -> None:
             f"{where}: date {when} is before the project's previous milestone on {latest[0]} "
             f"(seq {latest[1]})"
         )
-    not_after_created(entry, when, "date")
+    common.not_after_created(entry, when, "date")
     if stage == "contracted" and body["contract_fen"] > project["budget_fen"]:
         raise RuleViolation(
             f"{where}: contract amount {body['contract_fen']} fen exceeds project {project_id}'s "
@@ -797,7 +780,7 @@ def _check_amended(entry: Entry, state: RuleState) -> None:
             if row is not None:
                 merged[stage] = row["due"]
         _check_plan_order({**merged, **plan}, where)
-    require_one_of(entry, state, ((COUNTY,),))
+    common.require_one_of(entry, state, ((COUNTY,),))
 
 
 def _apply_amended(entry: Entry, state: RuleState) -> None:
@@ -810,7 +793,7 @@ def _apply_amended(entry: Entry, state: RuleState) -> None:
     if "budget_fen" in body:
         project["budget_fen"] = body["budget_fen"]
     if "location" in body:
-        project.update(location_columns(body["location"]))
+        project.update(common.location_columns(body["location"]))
     if "owner" in body:
         project["owner"] = body["owner"]
     if "quantities" in body:
@@ -861,7 +844,7 @@ def _check_corrected(entry: Entry, state: RuleState) -> None:
     when = body.get("date", target["date"])
     if "date" in body:
         _check_date_bounds(where, when, stage, reached, ref)
-        not_after_created(entry, when, "date")
+        common.not_after_created(entry, when, "date")
     if "percent" in body:
         if project["status"] != "progress" or project["progress_seq"] != ref:
             raise RuleViolation(
@@ -882,7 +865,7 @@ def _check_corrected(entry: Entry, state: RuleState) -> None:
         start = body.get("notice_start", project["notice_start"])
         end = body.get("notice_end", project["notice_end"])
         _check_notice(where, start, end, when, reached)
-    require_one_of(entry, state, ((COUNTY,),))
+    common.require_one_of(entry, state, ((COUNTY,),))
 
 
 def _check_date_bounds(
@@ -1012,7 +995,7 @@ def _summary(row: Mapping[Any, Any]) -> dict[str, Any]:
         "name": _name(row),
         "category": row["category"],
         "budget_fen": row["budget_fen"],
-        "location": location_of(row),
+        "location": common.location_of(row),
         "owner": row["owner"],
         "contractor": row["contractor"],
         "contract_fen": row["contract_fen"],

@@ -1388,19 +1388,6 @@ def doc_sections() -> dict[str, list[str]]:
     return domain_doc_sections("batch.")
 
 
-def test_docs_hold_the_schemas_and_valid_examples() -> None:
-    sections = doc_sections()
-    assert sorted(sections) == sorted(BATCH_KINDS)
-    for kind in BATCH_KINDS:
-        schema = KINDS[kind].schema
-        assert schema is not None
-        blocks = sections[kind]
-        assert len(blocks) == 2, kind
-        assert blocks[0] == json.dumps(schema, indent=2, ensure_ascii=False), kind
-        jsonschema.Draft202012Validator.check_schema(schema)
-        jsonschema.validate(json.loads(blocks[1]), schema)
-
-
 def test_doc_examples_are_accepted_in_order(sqlite_world: World) -> None:
     w = sqlite_world
     sections = doc_sections()

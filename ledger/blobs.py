@@ -54,7 +54,7 @@ class BlobStore(Protocol):
 
 def check_digest(digest: Any) -> str:
     """Refuse anything but 64 lower-case hex digits (so a name can never leave the root)."""
-    if not isinstance(digest, str) or not _HEX_RE.match(digest):
+    if not isinstance(digest, str) or not _HEX_RE.fullmatch(digest):
         raise InvalidInput(f"a blob name is a SHA-256 as 64 lower-case hex digits, got {digest!r}")
     return digest
 

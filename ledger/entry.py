@@ -47,8 +47,8 @@ MAX_CLOCK_SKEW_SECONDS = 300
 MAX_SIGNATURES = 16
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-_CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
-_LOG_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_CREATED_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$")
+_LOG_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$")
 _KEY_ID_RE = re.compile(r"^[^+\s]+\+[0-9a-f]{8}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _STATEMENT_FIELDS = frozenset({"kind", "body", "origin", "created"})

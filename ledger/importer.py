@@ -288,7 +288,7 @@ def _integer(cell: Cell, column: str) -> int:
         )
     if isinstance(cell, str):
         text = cell.strip()
-        if _ASCII_INT.match(text):
+        if _ASCII_INT.fullmatch(text):
             return int(text)
         if _FULLWIDTH_DIGITS.search(text):
             raise InvalidInput(
@@ -316,7 +316,7 @@ def yuan_to_fen(cell: Cell, column: str) -> int:
             )
     else:
         raise InvalidInput(f"column {column!r}: expected an amount in yuan, got {cell!r}")
-    match = _YUAN.match(text)
+    match = _YUAN.fullmatch(text)
     if not match:
         raise InvalidInput(
             f"column {column!r}: expected yuan with at most two decimals (e.g. 1500.50), got {text!r}"

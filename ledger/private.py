@@ -111,8 +111,8 @@ KEY_FILE = "private.key"
 
 #: field → required?
 FIELDS = {"name": True, "id_number": True, "phone": False, "address": False}
-_ID_RE = re.compile(r"^\d{17}[\dX]$")
-_PHONE_RE = re.compile(r"^\d{7,15}$")
+_ID_RE = re.compile(r"^[0-9]{17}[0-9X]$")
+_PHONE_RE = re.compile(r"^[0-9]{7,15}$")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,31}$")
@@ -136,7 +136,7 @@ def check_id_number(value: Any) -> str:
             f"id_number must be a string of 18 characters, got {type(value).__name__}"
         )
     number = value.strip().upper()
-    if not _ID_RE.match(number):
+    if not _ID_RE.fullmatch(number):
         raise InvalidInput(
             f"id_number must be 17 digits and a check digit or X (18 characters), got {len(number)} characters"
         )
@@ -177,7 +177,7 @@ def normalise_personal(personal: Mapping[str, Any]) -> dict[str, str]:
         value = unicodedata.normalize("NFC", value).strip()
         if name == "id_number":
             value = check_id_number(value)
-        elif name == "phone" and not _PHONE_RE.match(value):
+        elif name == "phone" and not _PHONE_RE.fullmatch(value):
             raise InvalidInput("personal data: phone must be 7–15 digits (no spaces or signs)")
         elif name in ("name", "address"):
             limit = 50 if name == "name" else 200
@@ -253,7 +253,7 @@ def _now() -> str:
 
 
 def _check_code(code: Any) -> str:
-    if not isinstance(code, str) or not _CODE_RE.match(code):
+    if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
         raise InvalidInput(
             f"a household code is 4–32 upper-case ASCII letters, digits and hyphens, got {code!r}"
         )

@@ -107,7 +107,7 @@ def convert(param: Param, text: str) -> Any:
     if len(text) > 500:
         raise InvalidInput(f"parameter {param.name!r} is too long")
     if param.type in ("int", "seq"):
-        if not _INT.match(text):
+        if not _INT.fullmatch(text):
             raise InvalidInput(
                 f"parameter {param.name!r} must be a non-negative integer in ASCII digits, "
                 f"got {text!r}"
@@ -118,7 +118,7 @@ def convert(param: Param, text: str) -> Any:
         return value
     if param.type == "date":
         try:
-            if not re.match(r"^\d{4}-\d{2}-\d{2}$", text):
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
                 raise ValueError
             return date.fromisoformat(text)
         except ValueError:

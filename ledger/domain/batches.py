@@ -125,7 +125,9 @@ PERMILLE = 1_000
 MIN_TEMPERATURE_DC, MAX_TEMPERATURE_DC = -800, 600
 
 ORIGIN_PARTS = ("province", "city", "county", "township", "village", "division_code")
-_EVENT_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
+_EVENT_TIME_RE = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
 
 # --- tables ------------------------------------------------------------------------------
 
@@ -526,7 +528,7 @@ def _certifications(body: Mapping[str, Any], where: str) -> list[tuple[str, str,
 
 def _event_time(body: Mapping[str, Any], where: str) -> datetime:
     value = body.get("time")
-    if isinstance(value, str) and _EVENT_TIME_RE.match(value):
+    if isinstance(value, str) and _EVENT_TIME_RE.fullmatch(value):
         try:
             return datetime.fromisoformat(value)
         except ValueError:

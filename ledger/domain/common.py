@@ -30,9 +30,9 @@ _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 _HOUSEHOLD_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,31}$")
 # ASCII digits: date.fromisoformat refuses any other digits, so [0-9] is what date_field enforces.
 _DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_PERIOD_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])|-(Q[1-4])|-(H[12]))?$")
+_PERIOD_RE = re.compile(r"^([0-9]{4})(?:-(0[1-9]|1[0-2])|-(Q[1-4])|-(H[12]))?$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_DIVISION_RE = re.compile(r"^\d{6}(\d{3}(\d{3})?)?$")
+_DIVISION_RE = re.compile(r"^[0-9]{6}([0-9]{3}([0-9]{3})?)?$")
 _MEDIA_TYPE_RE = re.compile(r"^[a-z]+/[A-Za-z0-9.+-]{1,100}$")
 MAX_EVIDENCE = 32
 MAX_TEXT = 2_000
@@ -96,7 +96,7 @@ LOCATION_SCHEMA: dict[str, Any] = {
 
 def ident(body: Mapping[str, Any], name: str, where: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not _IDENT_RE.match(value):
+    if not isinstance(value, str) or not _IDENT_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: {name} must be an identifier of 1–64 ASCII letters, digits and . _ : / - "
             f"(starting with a letter or digit), got {value!r}"
@@ -105,7 +105,7 @@ def ident(body: Mapping[str, Any], name: str, where: str) -> str:
 
 
 def household_code(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _HOUSEHOLD_RE.match(value):
+    if not isinstance(value, str) or not _HOUSEHOLD_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: a household code is 4–32 upper-case ASCII letters, digits and hyphens "
             f"(e.g. GX-GN-000123), got {value!r}"
@@ -137,7 +137,7 @@ def count_field(body: Mapping[str, Any], name: str, where: str, *, low: int = 1)
 def date_field(body: Mapping[str, Any], name: str, where: str) -> str:
     """A calendar date, ``YYYY-MM-DD``."""
     value = body.get(name)
-    if isinstance(value, str) and _DATE_RE.match(value):
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
         try:
             date.fromisoformat(value)
             return value
@@ -150,7 +150,7 @@ def period_field(body: Mapping[str, Any], name: str, where: str) -> str:
     """A payment period: a year ``2019``, month ``2019-07``, quarter ``2019-Q3`` or half ``2019-H2``."""
     value = body.get(name)
     if isinstance(value, str):
-        m = _PERIOD_RE.match(value)
+        m = _PERIOD_RE.fullmatch(value)
         if m and 1900 <= int(m.group(1)) <= 2200:
             return value
     raise InvalidEntry(
@@ -180,7 +180,7 @@ def bilingual(body: Mapping[str, Any], name: str, where: str) -> dict[str, str]:
 
 
 def sha256_hex(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _SHA256_RE.match(value):
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: expected a SHA-256 as 64 lower-case hex digits, got {value!r}"
         )
@@ -200,7 +200,9 @@ def evidence(body: Mapping[str, Any], name: str, where: str) -> list[dict[str, A
             raise InvalidEntry(f"{at} must be an object with sha256, name, media_type and size")
         sha256_hex(doc["sha256"], at)
         text(doc, "name", at)
-        if not isinstance(doc["media_type"], str) or not _MEDIA_TYPE_RE.match(doc["media_type"]):
+        if not isinstance(doc["media_type"], str) or not _MEDIA_TYPE_RE.fullmatch(
+            doc["media_type"]
+        ):
             raise InvalidEntry(f"{at}: media_type must look like application/pdf")
         count_field(doc, "size", at, low=0)
         out.append(dict(doc))
@@ -222,7 +224,7 @@ def location(body: Mapping[str, Any], name: str, where: str) -> dict[str, str]:
         if part in value:
             text(value, part, at, 100)
     code = value.get("division_code")
-    if code is not None and (not isinstance(code, str) or not _DIVISION_RE.match(code)):
+    if code is not None and (not isinstance(code, str) or not _DIVISION_RE.fullmatch(code)):
         raise InvalidEntry(f"{where}: {name}.division_code must be 6, 9 or 12 digits, got {code!r}")
     return dict(value)
 

@@ -521,14 +521,14 @@ def _exactly_one(body: Mapping[str, Any], where: str, names: tuple[str, ...]) ->
 
 def credit_code_valid(code: str) -> bool:
     """True if ``code`` is a well-formed 统一社会信用代码 whose check character is right."""
-    if not _CREDIT_RE.match(code):
+    if not _CREDIT_RE.fullmatch(code):
         return False
     total = sum(_CREDIT_ALPHABET.index(c) * w for c, w in zip(code, _CREDIT_WEIGHTS, strict=False))
     return code[17] == _CREDIT_ALPHABET[(31 - total % 31) % 31]
 
 
 def _credit_code(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _CREDIT_RE.match(value):
+    if not isinstance(value, str) or not _CREDIT_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: credit_code must be an 18-character 统一社会信用代码 "
             f"(digits and upper-case letters without I, O, S, V, Z), got {value!r}"

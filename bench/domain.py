@@ -378,6 +378,15 @@ def main() -> None:
             "set-up signs in two worker processes and appends with signatures marked verified, so the append "
             "rate above is the rules, projections, tree and checkpoint — not Ed25519.",
             f"Database file: {path.stat().st_size / 2**20:,.0f} MiB for {int(built['entries']):,} entries.",
+            "The trail from a source reads the source, its allocations and their per-village group "
+            "rows (running count and sum kept by the rules) through indexes: its cost follows the "
+            "number of villages × allocations, not the number of payments, which is why it stays "
+            "flat from 2,000 to 100,000 households. A group's payments are a keyset-paged index read.",
+            "verify is bounded by Ed25519: three signatures per payment, 2.7 million at 1,000,000 "
+            "entries, about 240 s of the two cores at this machine's verify rate before any rule runs; "
+            "the rules' replay and the projection comparison add roughly 115 µs and 15 µs per entry "
+            "(profiled). The anomaly report scans the payment-count and refusal tables, so it grows "
+            "with the ledger.",
         ]
         if not args.no_verify:
             engine = make_engine(f"sqlite:///{path}")

@@ -440,6 +440,13 @@ def serve(host: str, port: int, workers: int | None) -> None:
     run_gunicorn(host, port, workers)
 
 
+# The domain's and the QR commands attach themselves to ``main``; they import this module.
+import qr.cli as _qr_cli  # noqa: E402, F401
+from ledger import cli_domain as _cli_domain  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main()
-from ledger import cli_domain as _cli_domain  # noqa: E402, F401  (attaches the domain commands)
+    # Run as ``python -m ledger.cli`` this module is __main__; the commands attached
+    # themselves to the group of ``ledger.cli`` as imported, so run that one.
+    from ledger.cli import main as _attached
+
+    _attached()

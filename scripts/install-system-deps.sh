@@ -47,11 +47,21 @@ before_install_postgres() {
     fi
 }
 
-# --- (later) chromium for browser tests, zbar for QR decoding ---------------
-# check_chromium() { command -v chromium >/dev/null 2>&1 || want chromium; }
-# check_zbar()     { command -v zbarimg  >/dev/null 2>&1 || want zbar-tools; }
+# --- zbar, the QR decoder the label tests read codes back with (pyzbar) -----
+# pyzbar loads the shared library only (no zbarimg needed); PDFs are rendered
+# with pypdfium2 from PyPI, so poppler-utils is not needed.
+have_zbar() {
+    ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0' && return 0
+    compgen -G '/usr/lib/*/libzbar.so.0' >/dev/null || compgen -G '/usr/lib/libzbar.so.0' >/dev/null
+}
+check_zbar() {
+    have_zbar || want libzbar0
+}
 
-CHECKS=(check_postgres)
+# --- (later) chromium for browser tests ---------------------------------------
+# check_chromium() { command -v chromium >/dev/null 2>&1 || want chromium; }
+
+CHECKS=(check_postgres check_zbar)
 
 # ---------------------------------------------------------------------------
 apt_install() {

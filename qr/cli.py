@@ -7,6 +7,7 @@ part of the log's origin (``SUYUAN_ORIGIN``, e.g. ``trace.example.cn/log``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -48,7 +49,11 @@ def labels_cmd(
     log = instance.reader()
     with instance.engine.connect() as conn:
         found = labels_for(conn, _host(host, log.origin), refs)
-    out.write_bytes(render_labels(found, layout_name=layout_name, level=level))
+    # Big print runs make their codes on every core (10,000 labels: ~35 s on one, ~19 s on two).
+    workers = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    out.write_bytes(render_labels(found, layout_name=layout_name, level=level, workers=workers))
     click.echo(f"{len(found)} labels written to {out}")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.sections import marked_sections
 from ledger import canonical
 from ledger.db import make_engine, upgrade
 from ledger.entry import SignedStatement, format_time, make_statement, sign_statement
@@ -509,6 +510,8 @@ def write_report(b: Bench, out: Path, count: int, started: float) -> None:
     analysis = REPO / "bench" / "ANALYSIS.md"
     if analysis.exists():
         lines += ["", analysis.read_text(encoding="utf-8").strip()]
+    if out.exists():  # the domain and labels benchmarks' sections stay until they rewrite them
+        lines += ["", *marked_sections(out.read_text(encoding="utf-8"))]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

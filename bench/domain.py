@@ -37,6 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from bench.sections import replace_section
 from ledger.db import make_engine, upgrade
 from ledger.domain import fund_queries
 from ledger.entry import SignedStatement, format_time, make_statement, sign_statement
@@ -52,7 +53,6 @@ PROGRAMMES = [("industry_subsidy", "CYJB", year, 200_000) for year in range(2016
     ("education_grant", "YLJH", year, 150_000) for year in range(2017, 2021)
 ]
 BATCH = 10_000
-START, END = "<!-- domain:start -->", "<!-- domain:end -->"
 
 
 def _raw(signer: Signer) -> bytes:
@@ -313,30 +313,23 @@ def measure_api(path: Path, runs: int) -> tuple[str, str, str]:
 def write_section(
     out: Path, rows: list[tuple[str, str, str]], machine: str, notes: list[str]
 ) -> None:
-    section = [
-        START,
-        "## Domain: a county's fund trail",
-        "",
-        "Written by `python -m bench.domain` (part of `make bench`). Warm queries, median and p99 of repeated runs.",
-        "",
-        f"- Machine: {machine}",
-        "",
-        "| measurement | result | target |",
-        "|---|---:|---|",
-        *[f"| {what} | {value} | {target} |" for what, value, target in rows],
-        "",
-        *[f"- {note}" for note in notes],
-        END,
-    ]
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + "\n".join(section) + tail
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(section) + "\n"
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
+    replace_section(
+        out,
+        "domain",
+        [
+            "## Domain: a county's fund trail",
+            "",
+            "Written by `python -m bench.domain` (part of `make bench`). Warm queries, median and p99 of repeated runs.",
+            "",
+            f"- Machine: {machine}",
+            "",
+            "| measurement | result | target |",
+            "|---|---:|---|",
+            *[f"| {what} | {value} | {target} |" for what, value, target in rows],
+            "",
+            *[f"- {note}" for note in notes],
+        ],
+    )
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ the ledger.  For each such row a salt is drawn and the body's ``commitment`` is
 computed from the record (``ledger.private``); once every row has passed, the
 encrypted records are stored and *then* the entries appended (the order
 ``ledger.private`` documents for crash safety).  If the append is refused after
-all (another writer got in between), the records just stored are erased.
+all (another writer got in between), the records just stored are discarded.
 
 Then every row is checked against the rules as if appended in order
 (:meth:`ledger.log.Log.check`), all errors are reported with the row's line
@@ -112,7 +112,7 @@ def import_file(
     except Error as exc:
         for code in stored:  # the entries committing to them were not appended
             assert private is not None
-            private.erase(code)
+            private.discard(code)
         # Another writer got in between the check and the append: name the row if we can.
         match = re.match(r"statement (\d+): (.*)", str(exc), re.DOTALL)
         if match and 0 < int(match.group(1)) <= len(statements):

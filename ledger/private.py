@@ -71,6 +71,7 @@ from sqlalchemy import (
     String,
     Table,
     column,
+    delete,
     insert,
     select,
     table,
@@ -344,6 +345,18 @@ class PrivateStore:
                 .values(wrapped_key=None, nonce=None, ciphertext=None, erased=when)
             )
         return when
+
+    def discard(self, code: str) -> None:
+        """Delete a record that no household entry commits to (an append that was refused
+        after the record was stored).  Unlike :meth:`erase` it leaves no row behind, so the
+        household can be registered later; a code on the ledger raises :class:`Conflict`."""
+        _check_code(code)
+        with self.engine.begin() as conn:
+            if conn.execute(select(_households.c.code).where(_households.c.code == code)).first():
+                raise Conflict(
+                    f"household {code} is on the ledger; erase its record instead of discarding it"
+                )
+            conn.execute(delete(household_private).where(household_private.c.code == code))
 
     # reading
 

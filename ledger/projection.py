@@ -39,7 +39,7 @@ its own replay — then names that entry and the edited row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from operator import itemgetter
@@ -219,13 +219,6 @@ class Projection:
             return None
         value = memo[2]
         return value if isinstance(value, kind) else None
-
-    def rows(self, table: str) -> Iterator[Row]:
-        """The rows of ``table`` changed in this projection (all of them, for an audit)."""
-        spec = PROJECTIONS[table]
-        for (name, _), values in self.changes.items():
-            if name == table:
-                yield dict(zip(spec.columns, values, strict=True))
 
 
 def flush(conn: Connection, projection: Projection) -> None:

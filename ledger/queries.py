@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -160,12 +160,4 @@ def register_query(query: Query) -> Query:
     return query
 
 
-def limit_param(default: int = 100) -> Param:
-    return Param("limit", "int", default=default, maximum=MAX_LIMIT, help="at most this many rows")
-
-
-def page_params(default: int = 100) -> tuple[Param, ...]:
-    return (limit_param(default), Param("offset", "int", default=0, help="rows to skip"))
-
-
-__all__ = ["QUERIES", "Param", "Query", "Sequence", "register_query"]
+__all__ = ["QUERIES", "Param", "Query", "register_query"]

@@ -239,10 +239,6 @@ def location_of(row: Mapping[str, Any]) -> dict[str, str]:
     return {p: row[p] for p in LOCATION_PARTS if row[p] is not None}
 
 
-def optional(body: Mapping[str, Any], name: str) -> bool:
-    return name in body
-
-
 def only_fields(
     body: Mapping[str, Any], where: str, required: Iterable[str], optional_: Iterable[str] = ()
 ) -> None:

@@ -305,3 +305,21 @@ def test_master_key_file_is_made_once_with_mode_0600(tmp_path: Path, sqlite_ledg
     path.write_text("garbage\n")
     with pytest.raises(ConfigError, match=r"private\.key"):
         load_master_key(instance, {})
+
+
+def test_discard_undoes_a_store_whose_entry_was_refused(
+    sqlite_ledger: Ledger, store: PrivateStore
+) -> None:
+    """What the importer does when the append fails after the records were stored."""
+    salt, _ = PrivateStore.prepare(person())
+    store.store("GX-GN-000001", person(), salt)
+    store.discard("GX-GN-000001")
+    with pytest.raises(NotFound, match="no private record"):
+        store.open("GX-GN-000001")
+    salt, commitment = PrivateStore.prepare(person())
+    store.store("GX-GN-000001", person(), salt)  # unlike after an erasure, it can come back
+    identify(sqlite_ledger, "GX-GN-000001", commitment)
+    with pytest.raises(Conflict, match="on the ledger"):
+        store.discard("GX-GN-000001")
+    assert store.open("GX-GN-000001")["name"] == person()["name"]
+    check_ledger(sqlite_ledger.engine)

@@ -51,6 +51,7 @@ run: $(STAMP)
 	exec $(BIN)/suyuan serve --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)
+	@SUYUAN_SYSDEPS_BENCH=1 scripts/install-system-deps.sh
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.domain
 	$(BIN)/python -m bench.labels

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Integer,
     LargeBinary,
@@ -107,4 +108,38 @@ refusals = Table(
     Column("reason", Text, nullable=False),
     Column("statement", Text, nullable=False),  # RFC 8785 JSON of the signed statement
     Column("key_ids", Text, nullable=False),  # space-separated signing key ids
+)
+
+# The site's own tables (migration 0006): not part of the ledger.
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),  # scrypt, see web/passwords.py
+    # The ledger key the user signs with: the user's role and organisation are the key's.
+    Column("key_name", String(64), nullable=False),
+    Column("active", Boolean, nullable=False),
+    # Bumped on password change or deactivation: older sessions stop working.
+    Column("session_version", Integer, nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("last_login", String(32), nullable=True),
+)
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("code", String(200), primary_key=True),  # the scanned path, e.g. /01/…/10/…
+    Column("day", String(10), primary_key=True),  # UTC date
+    Column("scans", BigInteger, nullable=False),
+    Column("visitors", BigInteger, nullable=False),  # distinct visitors that day
+)
+
+scan_visitors = Table(
+    "scan_visitors",
+    metadata,
+    Column("code", String(200), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    # HMAC-SHA-256 (first 16 bytes) of the client address under that day's key; never the address
+    Column("visitor", LargeBinary(16), primary_key=True),
 )

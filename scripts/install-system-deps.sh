@@ -58,10 +58,22 @@ check_zbar() {
     have_zbar || want libzbar0
 }
 
-# --- (later) chromium for browser tests ---------------------------------------
-# check_chromium() { command -v chromium >/dev/null 2>&1 || want chromium; }
+# --- chromium for the browser tests (Playwright drives it; never `playwright install`)
+check_chromium() {
+    [[ -x /usr/bin/chromium ]] || want chromium
+}
 
-CHECKS=(check_postgres check_zbar)
+# --- a CJK font, so pages and screenshots show Chinese rather than boxes -------
+check_cjk_font() {
+    fc-list :lang=zh 2>/dev/null | grep -q . || want fonts-wqy-zenhei fonts-noto-cjk
+}
+
+# --- wrk, the load generator `make bench` drives the site with (not the tests) -
+check_wrk() {
+    [[ "${SUYUAN_SYSDEPS_BENCH:-}" != 1 ]] || command -v wrk >/dev/null 2>&1 || want wrk
+}
+
+CHECKS=(check_postgres check_zbar check_chromium check_cjk_font check_wrk)
 
 # ---------------------------------------------------------------------------
 apt_install() {

@@ -80,7 +80,7 @@ from ledger.config import Settings  # noqa: E402
 from ledger.instance import Instance  # noqa: E402
 from ledger.log import Log  # noqa: E402
 from ledger.note import Signer  # noqa: E402
-from tests.helpers import ORIGIN, Ledger, env_for, make_ledger  # noqa: E402
+from tests.helpers import ORIGIN, TEST_CONFIG, Ledger, env_for, make_ledger  # noqa: E402
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
             monkeypatch.setenv(name, value)
     instance = Instance(Settings.from_env(env), env)
     _log, admin, _created = instance.initialize(ORIGIN, "县扶贫办 County office")
-    app = create_app({"TESTING": True, "SECRET_KEY": "test"})
+    app = create_app(TEST_CONFIG)
     yield Site(instance, admin, app)
     instance.engine.dispose()
 

@@ -168,3 +168,13 @@ def domain_doc_sections(prefix: str = "") -> dict[str, list[str]]:
         kind: re.findall(r"```json\n(.*?)\n```", text, flags=re.S)
         for kind, text in domain_doc_text(prefix).items()
     }
+
+
+#: The app configuration tests use: a cheap password hash, rate limits off (their own
+#: tests switch them on), CSRF on (the portal tests submit real tokens).
+TEST_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test",
+    "SUYUAN_SCRYPT_LOG_N": 4,
+    "RATELIMIT_ENABLED": False,
+}

@@ -3,6 +3,10 @@
 * ``web.log_routes``  — ``/log/…``: the C2SP tlog-tiles API (checkpoint, tiles, entry bundles, vkey)
 * ``web.api``         — ``/api/v1/…``: JSON entries, proofs, checkpoints, keys, appends; OpenAPI
 * ``web.public``      — ``/``, ``/e/<seq>`` and ``/healthz`` for people
+* ``web.consumer``    — what QR codes open: product pages (GS1 Digital Link), notices
+* ``web.auth``        — sign in/out, account; ``web.producer``, ``web.auditor``,
+  ``web.admin`` — the portals, each behind a role check
+* ``web.i18n``        — Chinese first, English second
 
 Configuration: ``test_config`` (tests), else the instance folder's ``config.py``
 and ``SUYUAN_*`` environment variables (``ledger.config``).  Outside
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -20,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from ledger.config import Settings
 from ledger.errors import ConfigError
+from web.passwords import DEFAULT_LOG_N
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -29,6 +35,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         SUYUAN_SETTINGS=settings,
         SUYUAN_ENV=dict(os.environ),
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        MAX_FORM_PARTS=1000,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not settings.dev,
+        SESSION_COOKIE_NAME="suyuan_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
+        SUYUAN_SCRYPT_LOG_N=DEFAULT_LOG_N,
     )
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -42,11 +57,25 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     else:
         app.config.from_mapping(test_config)
 
-    from web import api, extensions, log_routes, public
+    from web import (
+        admin,
+        api,
+        auditor,
+        auth,
+        consumer,
+        extensions,
+        i18n,
+        log_routes,
+        producer,
+        public,
+    )
 
     extensions.init_app(app)
-    app.register_blueprint(log_routes.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(public.bp)
+    i18n.init_app(app)
+    extensions.csrf.exempt(api.bp)  # token-authenticated, no cookies: CSRF does not apply
+    extensions.csrf.exempt(log_routes.bp)
+    for blueprint in (log_routes, api, public, consumer, auth, producer, auditor, admin):
+        app.register_blueprint(blueprint.bp)
+    app.before_request(auth.load_user)
     app.register_error_handler(HTTPException, api.api_aware_http_error)
     return app

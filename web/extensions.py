@@ -1,4 +1,5 @@
-"""Per-app resources: the operator's :class:`~ledger.instance.Instance` and its log."""
+"""Per-app resources: the operator's :class:`~ledger.instance.Instance` and its log,
+CSRF protection, rate limits and the security headers every response carries."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import threading
 from typing import Any
 
 from flask import Flask, Response, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
 
 from ledger.instance import Instance
 from ledger.log import Log
+from ledger.note import Signer
 
 _lock = threading.Lock()
+
+csrf = CSRFProtect()
+#: Per-process counters by default; a deployment with several processes points
+#: ``RATELIMIT_STORAGE_URI`` at a shared store (docs/DEPLOY.md).
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
 
 
 def init_app(app: Flask) -> None:
@@ -19,7 +29,14 @@ def init_app(app: Flask) -> None:
         "instance": Instance(settings, app.config["SUYUAN_ENV"]),
         "reader": None,
         "writer": None,
+        "signers": {},
     }
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    app.config.setdefault("SUYUAN_LOGIN_LIMIT", "10 per minute;100 per day")
+    app.config.setdefault("SUYUAN_WRITE_LIMIT", "60 per minute")
+    csrf.init_app(app)
+    limiter.init_app(app)
     app.after_request(_security_headers)
 
 
@@ -48,13 +65,31 @@ def writer() -> Log:
     return state["writer"]  # type: ignore[no-any-return]
 
 
+def author(key_name: str) -> Signer:
+    """The operator-held private key ``key_name``, decrypted once per process."""
+    signers: dict[str, Signer] = _state()["signers"]
+    with _lock:
+        if key_name not in signers:
+            signers[key_name] = instance().author(key_name)
+        return signers[key_name]
+
+
+def write_limit() -> str:
+    return str(current_app.config["SUYUAN_WRITE_LIMIT"])
+
+
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if current_app.config.get("SESSION_COOKIE_SECURE"):
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "object-src 'none'",
     )
     return response

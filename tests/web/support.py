@@ -25,7 +25,7 @@ from ledger.entry import Entry, SignedStatement, make_statement, sign_statement
 from ledger.instance import Instance
 from ledger.log import Log
 from ledger.note import Signer, Verifier, parse_vkey
-from tests.helpers import ORIGIN, env_for, new_signer, now
+from tests.helpers import ORIGIN, TEST_CONFIG, env_for, new_signer, now
 
 
 def statement(
@@ -109,7 +109,7 @@ def make_site(root: Path) -> Iterator[ModuleSite]:
                 patch.setenv(name, value)
         instance = Instance(Settings.from_env(env), env)
         _log, admin, _created = instance.initialize(ORIGIN, "县扶贫办 County office")
-        app = create_app({"TESTING": True, "SECRET_KEY": "test"})
+        app = create_app(TEST_CONFIG)
     site = ModuleSite(instance, admin, app, instance.writer())
     try:
         yield site

@@ -1,0 +1,83 @@
+"""Languages: Chinese first, English second (Flask-Babel).
+
+The locale is, in order: ``?lang=`` on the request, the ``lang`` cookie that
+the switcher (``/lang/<code>``) sets, the browser's Accept-Language, and
+Chinese.  Message ids are English; ``web/translations/zh`` holds the Chinese
+catalogue (``scripts/i18n.sh`` extracts, updates and compiles it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Flask, redirect, request, url_for
+from flask_babel import Babel, get_locale
+from flask_babel import lazy_gettext as _l
+from werkzeug.wrappers import Response
+
+LOCALES = ("zh", "en")
+DEFAULT = "zh"
+COOKIE = "lang"
+
+#: Ledger key roles (ledger.rules.ROLES) as people call them.
+ROLE_LABELS = {
+    "admin": _l("Administrator"),
+    "producer": _l("Producer (cooperative)"),
+    "inspector": _l("Inspector"),
+    "logistics": _l("Logistics"),
+    "retailer": _l("Retailer"),
+    "village_approver": _l("Village approver"),
+    "township_approver": _l("Township approver"),
+    "county_approver": _l("County approver"),
+    "finance_officer": _l("Finance officer"),
+    "auditor": _l("Auditor"),
+    "contractor": _l("Contractor"),
+}
+
+bp = Blueprint("i18n", __name__)
+babel = Babel()
+
+
+def select_locale() -> str:
+    asked = request.args.get("lang")
+    if asked in LOCALES:
+        return asked
+    chosen = request.cookies.get(COOKIE)
+    if chosen in LOCALES:
+        return chosen
+    return request.accept_languages.best_match(LOCALES) or DEFAULT
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT)
+    app.config.setdefault(
+        "BABEL_TRANSLATION_DIRECTORIES", str(Path(__file__).parent / "translations")
+    )
+    babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals["LOCALES"] = LOCALES
+    app.jinja_env.globals["html_lang"] = html_lang
+    app.jinja_env.globals["role_label"] = role_label
+    app.register_blueprint(bp)
+
+
+def role_label(role: str | None) -> str:
+    return str(ROLE_LABELS.get(role or "", role or ""))
+
+
+def html_lang() -> str:
+    return "zh-CN" if str(get_locale()) == "zh" else "en"
+
+
+@bp.get("/lang/<code>")
+def switch(code: str) -> Response:
+    """Remember the language and go back to the page the switcher was on."""
+    from web.auth import safe_next
+
+    target = safe_next(request.args.get("next"), url_for("public.index"))
+    response = redirect(target)
+    if code in LOCALES:
+        response.set_cookie(
+            COOKIE, code, max_age=365 * 24 * 3600, samesite="Lax", httponly=True, secure=False
+        )
+    return response

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, jsonify, render_template, request
 
 from ledger import canonical
+from ledger.checkpoint import verify_checkpoint
 from ledger.errors import Error
+from ledger.log import Log, StoredCheckpoint
+from ledger.merkle import verify_inclusion
 from web.errors import classify
 from web.extensions import reader
 
@@ -23,9 +28,35 @@ def _error(exc: Error) -> tuple[str, int]:
 
 @bp.get("/")
 def index() -> str:
+    """The landing page: what Suyuan is, a code lookup, counts, recent notices, the log."""
+    from web.consumer import landing
+
     log = reader()
     latest = log.latest_checkpoint()
-    return render_template("index.html", log=log, latest=latest, keys=log.registered_keys())
+    return render_template(
+        "index.html", log=log, latest=latest, keys=log.registered_keys(), **landing(log)
+    )
+
+
+def check_inclusion(
+    log: Log, latest: StoredCheckpoint, leaf_hashes: Mapping[int, bytes]
+) -> dict[str, Any]:
+    """The server's own check behind a verification panel's "checked by the server" line.
+
+    Verifies ``latest``'s signature with the log's verifier key, then each
+    entry's RFC 9162 inclusion proof (``seq`` → the leaf hash the page shows)
+    against that checkpoint's root.  Returns ``{"size": n, "error": None}``, or
+    the first failure as ``error``: the page then says the server's check failed
+    instead of claiming it.  Costs one signature check and one proof read per entry.
+    """
+    try:
+        checkpoint, _note = verify_checkpoint(latest.note, log.verifier, log.origin)
+        for seq, leaf_hash in leaf_hashes.items():
+            proof = log.inclusion_proof(seq, checkpoint.size)
+            verify_inclusion(leaf_hash, seq, checkpoint.size, proof, checkpoint.root)
+    except Error as exc:
+        return {"size": latest.size, "error": str(exc)}
+    return {"size": checkpoint.size, "error": None}
 
 
 @bp.get("/e/<int:seq>")
@@ -34,15 +65,33 @@ def entry(seq: int) -> str:
     latest = log.latest_checkpoint()
     found = log.entry(seq)
     proof = log.inclusion_proof(seq, latest.size)
-    pretty = json.dumps(canonical.parse(found.leaf), ensure_ascii=False, indent=2, sort_keys=True)
+    leaf_hash = found.leaf_hash()
+    decoded = canonical.parse(found.leaf)
+    pretty = json.dumps(decoded, ensure_ascii=False, indent=2, sort_keys=True)
+    server_checked = check_inclusion(log, latest, {seq: leaf_hash})
+    # ?h= is the leaf-hash prefix printed on QR labels (qr/urls.py): the browser checks it too.
+    label = request.args.get("h") or None
+    if (
+        label is not None
+        and server_checked["error"] is None
+        and not leaf_hash.hex().startswith(label.lower())
+    ):
+        server_checked["error"] = (
+            f"the label's code {label[:64]!r} is not the start of this entry's "
+            f"leaf hash {leaf_hash.hex()}"
+        )
     return render_template(
         "entry.html",
         entry=found,
-        leaf_hash=found.leaf_hash().hex(),
+        leaf_hash=leaf_hash.hex(),
         pretty=pretty,
         latest=latest,
         proof=[base64.b64encode(h).decode() for h in proof],
         vkey=log.verifier.vkey,
+        server_checked=server_checked,
+        # The browser checks that the whole entry the page shows is the logged leaf.
+        expect={seq: decoded},
+        label=label,
     )
 
 

@@ -40,12 +40,14 @@ system-deps:
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# DEVELOPMENT ONLY: SUYUAN_DEV=1 and a fixed default passphrase for the local
-# instance's keys (used only when SUYUAN_PASSPHRASE is not already set). Never
-# run a real log this way: a production instance sets its own SUYUAN_PASSPHRASE
-# and SUYUAN_SECRET_KEY and does not set SUYUAN_DEV.
+# DEVELOPMENT ONLY: SUYUAN_DEV=1, a fixed default passphrase for the local
+# instance's keys and a fixed password for the demo's portal logins (each used
+# only when not already set in the environment). Never run a real log this way:
+# a production instance sets its own SUYUAN_PASSPHRASE and SUYUAN_SECRET_KEY, and
+# sets neither SUYUAN_DEV nor SUYUAN_DEMO_PASSWORD.
 run: $(STAMP)
-	export SUYUAN_PASSPHRASE="$${SUYUAN_PASSPHRASE:-suyuan-dev-passphrase}" SUYUAN_DEV=1; \
+	export SUYUAN_PASSPHRASE="$${SUYUAN_PASSPHRASE:-suyuan-dev-passphrase}" SUYUAN_DEV=1 \
+	       SUYUAN_DEMO_PASSWORD="$${SUYUAN_DEMO_PASSWORD:-suyuan-demo-2016}"; \
 	$(BIN)/suyuan init && \
 	$(BIN)/suyuan demo && \
 	exec $(BIN)/suyuan serve --host 127.0.0.1 --port 8000

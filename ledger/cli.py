@@ -440,8 +440,10 @@ def serve(host: str, port: int, workers: int | None) -> None:
     run_gunicorn(host, port, workers)
 
 
-# The domain's and the QR commands attach themselves to ``main``; they import this module.
+# The domain's, the QR and the portal-user commands attach themselves to ``main``;
+# they import this module.
 import qr.cli as _qr_cli  # noqa: E402, F401
+import web.cli as _web_cli  # noqa: E402, F401
 from ledger import cli_domain as _cli_domain  # noqa: E402, F401
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ledger.domain import catalog as _catalog  # noqa: F401  (registers the quer
 from ledger.domain.households import households
 from ledger.errors import NotFound
 from ledger.importer import ImportRefused, error_report, import_file
+from ledger.instance import Instance
 from ledger.log import MAX_BATCH
 from ledger.private import PrivateStore
 from ledger.queries import QUERIES, Query, render
@@ -164,6 +165,7 @@ def demo(households: int | None, seed: int) -> None:
     summary = load_demo(
         instance, households=households, seed=seed, progress=lambda m: click.echo(m, err=True)
     )
+    _demo_logins(instance)
     if summary.already_loaded:
         click.echo(
             f"the demo data set is already in the log ({summary.size:,} entries); nothing changed"
@@ -177,6 +179,19 @@ def demo(households: int | None, seed: int) -> None:
         click.echo(f"  {kind:24s} {count:>8,}")
     refused = ", ".join(f"{count} {code}" for code, count in sorted(summary.refused.items()))
     click.echo(f"  refused on purpose, for the anomaly report: {refused or 'none'}")
+
+
+def _demo_logins(instance: Instance) -> None:
+    """Portal accounts for the demo's keys, when ``SUYUAN_DEMO_PASSWORD`` says what their
+    password is (``make run`` sets a development one); a real instance never has them."""
+    from web.demo_users import ensure_demo_users
+
+    password = instance.env.get("SUYUAN_DEMO_PASSWORD")
+    if not password:
+        click.echo("no portal logins made: set SUYUAN_DEMO_PASSWORD to make them", err=True)
+        return
+    for username, role, org in ensure_demo_users(instance, password):
+        click.echo(f"portal login {username} ({role}, {org}), password from SUYUAN_DEMO_PASSWORD")
 
 
 # --- households' private records ------------------------------------------------------------

@@ -345,7 +345,7 @@ def audit_database(
             if len(nodes) >= 8 * CHUNK:
                 _compare_nodes(conn, nodes)
                 nodes = []
-            if progress is not None and decoded.seq % 10_000 == 0:
+            if progress is not None and decoded.seq % CHUNK == 0:
                 progress(decoded.seq, stored_count)
         _compare_nodes(conn, nodes)
         result = auditor.finish()

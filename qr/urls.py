@@ -5,7 +5,8 @@ Three kinds of label URL, all ``https://<host>`` plus a path and one query attri
 * a produce lot: the GS1 Digital Link ``/01/<GTIN-14>/10/<lot>`` when the batch has a GTIN,
   else this ledger's ``/b/<lot>`` (paths built by :mod:`ledger.domain.gs1`);
 * a project's public notice board: ``/p/<project id>``;
-* any other entry, e.g. a disbursement notice: ``/e/<seq>`` (the human page of an entry).
+* any other entry, e.g. a disbursement notice: ``/n/<seq>`` (the entry read as a public
+  notice; ``/e/<seq>``, the technical page of the entry, is accepted when parsing).
 
 Every URL carries ``?h=<8 lower-case hex>``: the first 32 bits of the leaf hash (RFC 9162,
 SHA-256 of 0x00 ‖ leaf) of the entry that *registered* the thing — the batch's
@@ -105,10 +106,10 @@ def project_url(host: str, project_id: str, leaf_hash_bytes: bytes) -> str:
 
 
 def entry_url(host: str, seq: int, leaf_hash_bytes: bytes) -> str:
-    """The label URL of one entry (e.g. a disbursement notice), ``/e/<seq>``."""
+    """The label URL of one entry (e.g. a disbursement notice), ``/n/<seq>``."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise InvalidInput(f"an entry seq is a non-negative integer, got {seq!r}")
-    return _url(host, f"/e/{seq}", leaf_hash_bytes)
+    return _url(host, f"/n/{seq}", leaf_hash_bytes)
 
 
 def parse_label_url(url: str) -> ScannedLabel:
@@ -132,15 +133,17 @@ def parse_label_url(url: str) -> ScannedLabel:
         if not _PROJECT_RE.fullmatch(project):
             raise InvalidInput(f"{url!r}: {project!r} is not a project id")
         return ScannedLabel("project", prefix, project=project)
-    if len(segments) == 3 and segments[1] == "e":
+    if len(segments) == 3 and segments[1] in ("e", "n"):
         if not segments[2].isascii() or not segments[2].isdigit() or len(segments[2]) > 18:
-            raise InvalidInput(f"{url!r}: /e/ must be followed by an entry seq (digits)")
+            raise InvalidInput(
+                f"{url!r}: /{segments[1]}/ must be followed by an entry seq (digits)"
+            )
         return ScannedLabel("entry", prefix, seq=int(segments[2]))
     try:
         gtin, lot = gs1.parse_batch_path(parts.path)
     except InvalidInput as exc:
         raise InvalidInput(
-            f"expected a label URL /01/<gtin>/10/<lot>, /b/<lot>, /p/<project> or /e/<seq>, "
+            f"expected a label URL /01/<gtin>/10/<lot>, /b/<lot>, /p/<project> or /n/<seq>, "
             f"got {url!r} ({exc})"
         ) from None
     return ScannedLabel("batch", prefix, gtin=gtin, lot=lot)

@@ -124,7 +124,13 @@ def _sign_payments(args: tuple[int, int, int, str]) -> list[dict[str, Any]]:
 # --- building the ledger ---------------------------------------------------------------------
 
 
-def build(path: Path, households: int, report: Callable[[str], None]) -> dict[str, float]:
+def build(
+    path: Path,
+    households: int,
+    report: Callable[[str], None],
+    after: Callable[[Log, Signer], None] | None = None,
+) -> dict[str, float]:
+    """Build the county ledger at ``path``; ``after(log, admin)`` may append more at the end."""
     from ledger.entry import signed_statement_from_json
 
     engine = make_engine(f"sqlite:///{path}")
@@ -223,6 +229,8 @@ def build(path: Path, households: int, report: Callable[[str], None]) -> dict[st
         ],
         _sign_payments,
     )
+    if after is not None:
+        after(log, admin)
     engine.dispose()
     return {"entries": log.size(), "append_rate": appended / append_seconds}
 

@@ -256,9 +256,8 @@ def test_session_cookie_flags(coop: Site) -> None:
     response = client.post(
         "/login", data={"csrf_token": token, "username": "coop1", "password": PASSWORD}
     )
-    cookie = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("suyuan_session=")][
-        0
-    ]
+    cookies = response.headers.getlist("Set-Cookie")
+    cookie = next(c for c in cookies if c.startswith("suyuan_session="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
 
 

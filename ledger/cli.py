@@ -431,12 +431,22 @@ def token_list() -> None:
     type=click.IntRange(1, 64),
     help="gunicorn workers (default: 2 × cores).",
 )
-def serve(host: str, port: int, workers: int | None) -> None:
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Serve the read path only (pages, proofs, tiles), without the log's key: "
+    "every write answers 503. For a read replica or a copy.",
+)
+def serve(host: str, port: int, workers: int | None, read_only: bool) -> None:
     """Serve the site, the API and the log with gunicorn (production server)."""
     from web.serve import run_gunicorn
 
     instance = _instance()
-    instance.writer()  # fail here, clearly, if the key or the stored tree is wrong
+    if read_only:
+        instance.reader()  # fail here, clearly, if there is no log
+        os.environ["SUYUAN_READ_ONLY"] = "1"  # the workers' create_app reads it
+    else:
+        instance.writer()  # fail here, clearly, if the key or the stored tree is wrong
     run_gunicorn(host, port, workers)
 
 

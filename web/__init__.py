@@ -44,6 +44,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
         WTF_CSRF_TIME_LIMIT=8 * 3600,
         SUYUAN_SCRYPT_LOG_N=DEFAULT_LOG_N,
+        SUYUAN_READ_ONLY=os.environ.get("SUYUAN_READ_ONLY") == "1",
     )
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)

@@ -11,6 +11,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from ledger.errors import ConfigError
 from ledger.instance import Instance
 from ledger.log import Log
 from ledger.note import Signer
@@ -37,6 +38,12 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("SUYUAN_WRITE_LIMIT", "60 per minute")
     csrf.init_app(app)
     limiter.init_app(app)
+    # There are no application-wide limits: every limit is a decorator on the view it
+    # protects, and the decorator checks it.  The per-request middleware check would
+    # cost every scan and proof request ~0.2 ms for nothing.
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:  # absent when RATELIMIT_ENABLED is False
+        hooks.remove(limiter._check_request_limit)
     app.after_request(_security_headers)
 
 
@@ -58,6 +65,10 @@ def reader() -> Log:
 
 def writer() -> Log:
     """The log with its key (needs ``SUYUAN_PASSPHRASE``); one per process, so group commit works."""
+    if current_app.config.get("SUYUAN_READ_ONLY"):
+        raise ConfigError(
+            "this server is read-only (suyuan serve --read-only): send writes to the primary"
+        )
     state = _state()
     with _lock:
         if state["writer"] is None:
@@ -78,18 +89,28 @@ def write_limit() -> str:
     return str(current_app.config["SUYUAN_WRITE_LIMIT"])
 
 
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_app.config.get("SESSION_COOKIE_SECURE"):
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    response.headers.setdefault(
+_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+    (
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
         "object-src 'none'",
-    )
+    ),
+]
+
+
+def _security_headers(response: Response) -> Response:
+    present = {name.lower() for name in response.headers.keys()}  # noqa: SIM118
+    for name, value in _HEADERS:
+        if name.lower() not in present:
+            response.headers.add(name, value)
+    if current_app.config.get("SESSION_COOKIE_SECURE") and "strict-transport-security" not in (
+        present
+    ):
+        response.headers.add("Strict-Transport-Security", "max-age=31536000")
     return response

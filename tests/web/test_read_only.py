@@ -16,7 +16,7 @@ def test_a_read_only_app_serves_reads_and_refuses_writes(site: Site) -> None:
     client = app.test_client()
     before = dump(site.instance.engine)
     assert client.get("/log/checkpoint").status_code == 200
-    assert client.get("/e/1").status_code == 200
+    assert client.get("/e/0").status_code == 200
     response = client.post(
         "/api/v1/entries",
         json=note_json(site.log, "hello", site.admin),

@@ -28,7 +28,8 @@ def _extracted() -> set[str]:
     for _file, _line, message, _comments, _context in extract_from_dir(
         str(WEB), method_map, keywords=keywords
     ):
-        found.update([message] if isinstance(message, str) else [m for m in message if m])
+        # a plural entry is keyed by its singular msgid in the catalogue
+        found.add(message if isinstance(message, str) else message[0])
     return found
 
 

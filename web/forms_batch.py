@@ -26,9 +26,10 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField
+from flask_wtf.file import FileField, MultipleFileField
 from flask_wtf.i18n import translations as wtforms_translations
 from wtforms import (
+    BooleanField,
     DateField,
     DateTimeLocalField,
     FieldList,
@@ -55,6 +56,7 @@ from ledger.domain.batches import (
     MIN_TEMPERATURE_DC,
     PERMILLE,
 )
+from ledger.domain.common import MAX_EVIDENCE, MAX_TEXT
 from ledger.errors import InvalidInput
 
 #: 一户一码 household codes, as ``ledger.domain.common`` enforces them.
@@ -863,5 +865,52 @@ class LabelsForm(FlaskForm):  # type: ignore[misc]
                     "At most %(max)d labels per PDF; you asked for %(n)d. Print them in parts.",
                     max=MAX_LABELS,
                     n=total,
+                )
+            )
+
+
+# --- recall ------------------------------------------------------------------------------
+
+
+def _lines(value: Any) -> Any:
+    """Strip, and store line breaks as ``\\n`` (browsers send a textarea's as CRLF)."""
+    return (
+        value.replace("\r\n", "\n").replace("\r", "\n").strip() if isinstance(value, str) else value
+    )
+
+
+class EvidenceRow(Row):
+    """An evidence document uploaded with an earlier step of the recall form, carried by its
+    hash (the view checks the blob store holds it and takes its size from there)."""
+
+    sha256 = HiddenField()
+    name = HiddenField()
+    media_type = HiddenField()
+    keep = BooleanField(_l("Keep"), default=True)
+
+
+class RecallForm(FlaskForm):  # type: ignore[misc]
+    """``batch.recalled``: the reason (required) and evidence documents; the lot is the one
+    the page's URL names, so nothing in the posted form can point the recall elsewhere."""
+
+    reason = TextAreaField(
+        _l("Reason for the recall"),
+        validators=[
+            Length(
+                max=MAX_TEXT,
+                message=_l("At most %(max)d characters; you wrote %(length)d. Shorten the reason."),
+            )
+        ],
+        filters=[_lines],
+    )
+    evidence = MultipleFileField(_l("Evidence documents (optional)"))
+    kept = FieldList(FormField(EvidenceRow), min_entries=0, max_entries=MAX_EVIDENCE)
+
+    def validate_reason(self, field: Any) -> None:
+        if not field.data:
+            raise ValidationError(
+                _(
+                    "Give the reason for the recall: consumers see it on the product page "
+                    "(e.g. the inspection finding, the labelling error)."
                 )
             )

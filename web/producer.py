@@ -1,5 +1,6 @@
 """The producer portal (``/producer/``): cooperatives and village e-commerce points register
-their lots, record what happens to them, split and merge them, and print their labels.
+their lots, record what happens to them, split and merge them, recall them, and print their
+labels.
 
 Who may do what is the ledger's decision (``ledger/domain/batches.py``): a ``producer`` key
 acts for its organisation (the key's ``org``) on that organisation's lots only.  The portal
@@ -18,6 +19,7 @@ is what the body records; a stored report nobody refers to is harmless (content-
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -34,18 +36,20 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from markupsafe import Markup
 from sqlalchemy import Connection, func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
-from ledger.blobs import FileBlobStore, check_digest, default_store
+from ledger.blobs import FileBlobStore, check_digest, default_store, evidence_document
 from ledger.domain import gs1
-from ledger.domain.batch_queries import batch_view, find_batch
+from ledger.domain.batch_queries import MAX_DEPTH, batch_view, find_batch, provenance
 from ledger.domain.batches import MEASURE_UNITS, batches, ref_json
+from ledger.domain.common import MAX_EVIDENCE
 from ledger.domain.households import households
 from ledger.entry import Entry
-from ledger.errors import Error, InvalidInput
+from ledger.errors import Error, InvalidInput, NotFound
 from ledger.schema import scans
 from qr.codes import DEFAULT_SIZE_MM, make_code, png_bytes, svg_bytes
 from qr.labels import LAYOUTS, LabelData, render_labels
@@ -62,6 +66,7 @@ from web.forms_batch import (
     UNIT_LABELS,
     EventForm,
     LabelsForm,
+    RecallForm,
     RegisterBatchForm,
     TransformForm,
     parse_ref,
@@ -876,3 +881,240 @@ def labels() -> str | Response | tuple[str, int]:
                     )
                     return response
     return render_template("producer/labels.html", form=form, names=names), 400
+
+
+# --- recall ------------------------------------------------------------------------------------
+# Two steps: the form (reason, evidence) → a confirmation naming every lot the recall will mark
+# (the ledger marks all descendants at the same seq, and a recall cannot be undone) → append.
+# Evidence files are stored when first uploaded and carried to the later steps by hash.
+
+_MEDIA_TYPE = re.compile(r"^[a-z]+/[A-Za-z0-9.+-]{1,100}$")
+MAX_DOC_NAME = 200
+
+
+def _doc_name(filename: str) -> str:
+    """The uploaded file's own name (no client path), at most :data:`MAX_DOC_NAME` characters
+    with its extension kept."""
+    name = re.split(r"[/\\]", filename)[-1].strip() or _("document")
+    if len(name) > MAX_DOC_NAME:
+        stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if stem and len(ext) < 16 else ""
+        name = name[: MAX_DOC_NAME - len(ext)] + ext
+    return name
+
+
+def _media_type(upload: FileStorage) -> str:
+    for candidate in (upload.mimetype, mimetypes.guess_type(upload.filename or "")[0]):
+        if candidate and _MEDIA_TYPE.fullmatch(candidate.lower()):
+            return candidate.lower()
+    return "application/octet-stream"
+
+
+def _kept_documents(form: RecallForm) -> tuple[list[dict[str, Any]], list[str]]:
+    """Evidence records of the documents carried from an earlier step (and still ticked);
+    their size is the stored blob's, whatever the form says."""
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+    store = _blobs()
+    for row in form.kept:
+        sub = row.form
+        if not sub.keep.data:
+            continue
+        name = str(sub.name.data or "")
+        try:
+            digest = check_digest(str(sub.sha256.data or ""))
+            data = store.get(digest)
+        except NotFound:
+            errors.append(
+                _("The document %(name)s uploaded earlier is gone: attach it again.", name=name)
+            )
+            continue
+        except InvalidInput:
+            errors.append(
+                _("A document carried from the earlier step is malformed: attach it again.")
+            )
+            continue
+        media_type = str(sub.media_type.data or "")
+        if not _MEDIA_TYPE.fullmatch(media_type):
+            media_type = "application/octet-stream"
+        records.append(
+            {
+                "sha256": digest,
+                "name": name[:MAX_DOC_NAME] or _("document"),
+                "media_type": media_type,
+                "size": len(data),
+            }
+        )
+    return records, errors
+
+
+def _new_documents(form: RecallForm) -> tuple[list[dict[str, Any]], list[str]]:
+    """Store the files uploaded with this request (each under its SHA-256)."""
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for upload in form.evidence.data or []:
+        if not isinstance(upload, FileStorage) or not upload.filename:
+            continue
+        data = upload.read()
+        if not data:
+            errors.append(_("The file %(name)s is empty.", name=upload.filename))
+            continue
+        try:
+            records.append(
+                evidence_document(_blobs(), data, _doc_name(upload.filename), _media_type(upload))
+            )
+        except InvalidInput as exc:
+            errors.append(
+                _("The file %(name)s cannot be kept: %(why)s", name=upload.filename, why=str(exc))
+            )
+    return records, errors
+
+
+def _collect_evidence(form: RecallForm) -> tuple[list[dict[str, Any]], bool]:
+    """Kept and new documents (one record per hash), re-listed in ``form.kept`` so a form shown
+    again need not ask for the files again; False with errors on the evidence field."""
+    kept, kept_errors = _kept_documents(form)
+    new, new_errors = _new_documents(form)
+    records: dict[str, dict[str, Any]] = {}
+    for record in kept + new:
+        records.setdefault(record["sha256"], record)
+    documents = list(records.values())
+    errors = kept_errors + new_errors
+    if len(documents) > MAX_EVIDENCE:
+        errors.append(
+            _(
+                "At most %(max)d evidence documents per recall; there are %(n)d. Put several "
+                "pages in one PDF.",
+                max=MAX_EVIDENCE,
+                n=len(documents),
+            )
+        )
+    while form.kept.entries:
+        form.kept.pop_entry()
+    for record in documents[:MAX_EVIDENCE]:
+        form.kept.append_entry(
+            {
+                "sha256": record["sha256"],
+                "name": record["name"],
+                "media_type": record["media_type"],
+                "keep": True,
+            }
+        )
+    _add_errors(form.evidence, *errors)
+    return documents, not errors
+
+
+def _recall_body(key: BatchKey, reason: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {"batch": ref_json(key), "reason": reason}
+    if documents:
+        body["evidence"] = documents
+    return body
+
+
+def _derived(conn: Connection, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Every lot made from this one (at any depth, as far as :data:`MAX_DEPTH` goes), and which
+    of them the recall will mark: those not recalled already (a recalled lot's descendants
+    already carry that earlier recall)."""
+    graph = provenance(conn, summary["batch"], depth=MAX_DEPTH)
+    lots = [n for n in graph["nodes"] if n["distance"] > 0]
+    return {
+        "lots": lots,
+        "marked": [n for n in lots if n["recalled_seq"] is None],
+        "truncated": graph["truncated"],
+        "depth": MAX_DEPTH,
+    }
+
+
+def _recall_page(
+    summary: Mapping[str, Any], form: RecallForm, status: int = 200, **extra: Any
+) -> tuple[str, int]:
+    html = render_template(
+        "producer/recall.html",
+        s=summary,
+        form=form,
+        max_upload=current_app.config.get("MAX_CONTENT_LENGTH"),
+        **extra,
+    )
+    return html, status
+
+
+def _recalled_flash(summary: Mapping[str, Any], entry: Entry) -> None:
+    with instance().engine.connect() as conn:
+        marked = conn.execute(
+            select(func.count()).select_from(batches).where(batches.c.recalled_seq == entry.seq)
+        ).scalar_one()
+    message = _(
+        "Lot %(lot)s recalled in the ledger at seq %(seq)d, with %(n)d lot(s) made from it.",
+        lot=summary["lot"],
+        seq=entry.seq,
+        n=int(marked) - 1,
+    )
+    link = Markup('{} <a href="{}">{}</a>').format(
+        message, summary["path"], _("See the public page with the recall notice.")
+    )
+    flash(link, "info")
+
+
+@bp.route("/recall", methods=["GET", "POST"])
+@limiter.limit(write_limit, methods=["POST"])
+@role_required("producer")
+def recall() -> str | Response | tuple[str, int]:
+    """Recall one of the organisation's lots (``batch.recalled``).
+
+    The lot is the one the URL names (an edited form cannot point elsewhere); POST steps:
+    ``review`` (validate, store the evidence, dry run, show the lots it will mark),
+    ``edit`` (back to the form, documents kept) and ``confirm`` (sign and append).
+    """
+    org = _org()
+    key = _key_from_args()
+    if request.method == "POST":
+        signing_user()
+    with instance().engine.connect() as conn:
+        summary = _own(conn, key, org)
+    form = RecallForm()
+    if summary["recalled_seq"] is not None:
+        form.form_errors.append(_already_recalled(summary))
+        return _recall_page(summary, form, 409 if request.method == "POST" else 200, closed=True)
+    if request.method == "GET" or "edit" in request.form:
+        if request.method == "POST":
+            _collect_evidence(form)
+        return _recall_page(summary, form)
+    valid = form.validate()
+    documents, stored = _collect_evidence(form)  # kept even when the reason is missing
+    if not (valid and stored):
+        return _recall_page(summary, form, 400, failed=True)
+    body = _recall_body(key, form.reason.data, documents)
+    rules = [(r"reason", form.reason), (r"evidence", form.evidence)]
+    if "confirm" in request.form:
+        entry, problem = _sign("batch.recalled", body)
+        if entry is not None:
+            _recalled_flash(summary, entry)
+            return redirect(lot_url("producer.lot", key[0], key[1]))
+    else:
+        problem = signing.check([("batch.recalled", body)])[0]
+        if problem is None:
+            with instance().engine.connect() as conn:
+                derived = _derived(conn, summary)
+            return _recall_page(summary, form, confirm=True, documents=documents, derived=derived)
+    _place(form, str(problem), rules)
+    return _recall_page(summary, form, 400, failed=True)
+
+
+def _already_recalled(summary: Mapping[str, Any]) -> str:
+    with instance().engine.connect() as conn:
+        cause = conn.execute(
+            select(batches.c.recall_gtin, batches.c.recall_lot).where(
+                batches.c.gtin == (summary["gtin"] or ""), batches.c.lot == summary["lot"]
+            )
+        ).first()
+    text: str = _(
+        "Lot %(lot)s is already recalled (seq %(seq)d): a lot is recalled only once, and a "
+        "recall stays in force for ever. To add information, comment on the recall entry.",
+        lot=summary["lot"],
+        seq=summary["recalled_seq"],
+    )
+    if cause is not None and cause[1] is not None and cause[1] != summary["lot"]:
+        text += " " + _(
+            "It was recalled through lot %(lot)s, which it was made from.", lot=cause[1]
+        )
+    return text

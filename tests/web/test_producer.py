@@ -7,6 +7,7 @@ records); every test that writes uses lots of its own and checks what the ledger
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -174,6 +175,7 @@ PAGES = [
     "/producer/lot?gtin=09520002000019&lot=HY-XM19-001",
     "/producer/lot/scans?gtin=09520002000019&lot=HY-XM19-001",
     "/producer/lot/qr.png?gtin=09520002000019&lot=HY-XM19-001",
+    "/producer/recall?gtin=09520002000019&lot=HY-XM19-001",
 ]
 
 
@@ -657,6 +659,7 @@ def test_other_organisations_lots_are_refused(
         "/producer/event",
         "/producer/transform",
         "/producer/labels",
+        "/producer/recall",
     ):
         assert garlic.get(f"{path}?{millet_lot}").status_code == 403, path
     before = dump(site.instance.engine)
@@ -954,3 +957,271 @@ def test_ledger_reasons_find_their_row(
     assert "expired on 2001-01-01" in field_summary(response)
     assert not field_errors(response, "produced")
     assert dump(site.instance.engine) == before
+
+
+# --- recall ----------------------------------------------------------------------------------
+
+RECALL_REASON = (
+    "市场监管抽检：噻虫嗪残留超标 <b>thiamethoxam</b> above the GB 2763 limit\nDo not eat."
+)
+
+
+def recall_path(lot: str, gtin: str | None = None) -> str:
+    return f"/producer/recall?gtin={gtin}&lot={lot}" if gtin else f"/producer/recall?lot={lot}"
+
+
+def hidden_fields(response: TestResponse) -> dict[str, str]:
+    """The hidden inputs of a page, as a browser would post them back."""
+    fields: dict[str, str] = {}
+    for tag in re.findall(r"<input[^>]*>", response.get_data(as_text=True)):
+        if 'type="hidden"' not in tag:
+            continue
+        name = re.search(r'name="([^"]*)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name:
+            fields[unescape(name.group(1))] = unescape(value.group(1)) if value else ""
+    return fields
+
+
+def split(client: FlaskClient, source: str, quantity: int, *outputs: tuple[str, int]) -> None:
+    data: dict[str, str] = {
+        "inputs-0-batch": ref(None, source),
+        "inputs-0-quantity": str(quantity),
+        "date": today(),
+        "work": "分装 packed",
+    }
+    for n, (lot, kg) in enumerate(outputs):
+        data.update(
+            {f"outputs-{n}-lot": lot, f"outputs-{n}-quantity": str(kg), f"outputs-{n}-unit": "kg"}
+        )
+    response = post(client, "/producer/transform", data)
+    assert response.status_code == 302, field_summary(response)
+
+
+def review(client: FlaskClient, lot: str, data: dict[str, Any]) -> TestResponse:
+    token = csrf_token(client, recall_path(lot))
+    return client.post(recall_path(lot), data={"csrf_token": token, "review": "1", **data})
+
+
+def test_recall_through_the_form(site: ModuleSite, millet: FlaskClient, codes: list[str]) -> None:
+    register(millet, codes, "RCL-1", quantity="100", unit="kg")
+    split(millet, "RCL-1", 100, ("RCL-1-A", 60), ("RCL-1-B", 40))
+    split(millet, "RCL-1-A", 60, ("RCL-1-A1", 50))
+    lot_page = millet.get("/producer/lot?lot=RCL-1").get_data(as_text=True)
+    assert f'href="{recall_path("RCL-1")}"' in lot_page
+
+    notice = b"%PDF-1.4 recall notice RCL-1\n"
+    photo = b"\x89PNG fake photo of the label"
+    first, before = size(site), dump(site.instance.engine)
+    shown = review(
+        millet,
+        "RCL-1",
+        {
+            "reason": RECALL_REASON.replace("\n", "\r\n"),
+            "evidence": [
+                (io.BytesIO(notice), "抽检通知书.pdf", "application/pdf"),
+                (io.BytesIO(photo), "photos/label.png", "image/png"),
+            ],
+        },
+    )
+    # the confirmation step: nothing written yet, every derived lot named
+    assert shown.status_code == 200, field_summary(shown)
+    assert size(site) == first and dump(site.instance.engine) == before
+    html = shown.get_data(as_text=True)
+    assert 'data-derived-count="3"' in html
+    for lot in ("RCL-1-A", "RCL-1-B", "RCL-1-A1"):
+        assert f'data-derived="{lot}"' in html
+    assert "&lt;b&gt;thiamethoxam" in html and "<b>thiamethoxam" not in html  # escaped
+
+    fields = hidden_fields(shown)
+    assert fields["reason"] == RECALL_REASON
+    # going back to change it keeps the reason and the documents (not uploaded again)
+    edit = millet.post(recall_path("RCL-1"), data={**fields, "edit": "1"})
+    assert edit.status_code == 200
+    assert "thiamethoxam" in page(edit) and 'name="kept-1-keep"' in edit.get_data(as_text=True)
+    assert hidden_fields(edit)["kept-0-sha256"] == hashlib.sha256(notice).hexdigest()
+    assert size(site) == first
+    response = millet.post(recall_path("RCL-1"), data={**fields, "confirm": "1"})
+    assert response.status_code == 302, field_summary(response)
+    assert urlsplit(response.headers["Location"]).path == "/producer/lot"
+
+    assert size(site) == first + 1
+    entry = last_entry(site)
+    assert entry.kind == "batch.recalled"
+    assert key_of(site, "millet").verifier.key_id in entry.signed.key_ids()
+    assert entry.body == {
+        "batch": {"lot": "RCL-1"},
+        "reason": RECALL_REASON,
+        "evidence": [
+            {
+                "sha256": hashlib.sha256(notice).hexdigest(),
+                "name": "抽检通知书.pdf",
+                "media_type": "application/pdf",
+                "size": len(notice),
+            },
+            {
+                "sha256": hashlib.sha256(photo).hexdigest(),
+                "name": "label.png",
+                "media_type": "image/png",
+                "size": len(photo),
+            },
+        ],
+    }
+    store = default_store(site.instance.settings.instance)
+    assert store.get(hashlib.sha256(notice).hexdigest()) == notice
+    for lot in ("RCL-1", "RCL-1-A", "RCL-1-B", "RCL-1-A1"):
+        assert find_lot(site, lot)["recalled_seq"] == entry.seq, lot  # type: ignore[index]
+
+    # the flash names the seq and links to the public page; no second recall is offered
+    lot_html = millet.get(response.headers["Location"]).get_data(as_text=True)
+    flash = re.search(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', lot_html, re.S)
+    assert flash is not None
+    assert f"seq {entry.seq}" in flash.group(1) and "3 lot(s) made from it" in flash.group(1)
+    assert '<a href="/b/RCL-1">' in flash.group(1)
+    assert 'data-action="recall"' not in lot_html and 'class="recall-banner"' in lot_html
+
+    public = site.app.test_client()
+    own = public.get("/b/RCL-1")
+    assert own.status_code == 200
+    assert f'data-recall="{entry.seq}"' in own.get_data(as_text=True)
+    assert "噻虫嗪残留超标" in page(own) and "抽检通知书.pdf" in page(own)
+    derived = public.get("/b/RCL-1-A1")
+    assert f'data-recall="{entry.seq}"' in derived.get_data(as_text=True)
+    assert "噻虫嗪残留超标" in page(derived) and 'href="/b/RCL-1"' in derived.get_data(as_text=True)
+
+    # nothing may be made from a recalled lot any more
+    refused = post(
+        millet,
+        "/producer/transform",
+        {
+            "inputs-0-batch": ref(None, "RCL-1-B"),
+            "inputs-0-quantity": "10",
+            "outputs-0-lot": "RCL-1-B1",
+            "outputs-0-quantity": "10",
+            "outputs-0-unit": "kg",
+            "date": today(),
+            "work": "分装",
+        },
+    )
+    assert refused.status_code == 400
+    assert "was recalled" in field_errors(refused, "inputs-0-batch")
+    assert find_lot(site, "RCL-1-B1") is None
+    check_ledger(site.instance.engine)
+
+
+def test_recall_of_another_organisations_lot_is_forbidden(
+    site: ModuleSite, millet: FlaskClient, garlic: FlaskClient, codes: list[str]
+) -> None:
+    register(millet, codes, "RCL-THEIRS")
+    assert garlic.get(recall_path("RCL-THEIRS")).status_code == 403
+    evidence = b"garlic's forged notice"
+    token = csrf_token(garlic, "/producer/event")
+    before = dump(site.instance.engine)
+    for step in ("review", "confirm"):
+        response = garlic.post(
+            recall_path("RCL-THEIRS"),
+            data={
+                "csrf_token": token,
+                step: "1",
+                "reason": "不是我们的批次",
+                "evidence": [(io.BytesIO(evidence), "forged.pdf")],
+            },
+        )
+        assert response.status_code == 403
+    assert dump(site.instance.engine) == before
+    store = default_store(site.instance.settings.instance)
+    assert not store.has(hashlib.sha256(evidence).hexdigest())  # refused before storing
+    assert find_lot(site, "RCL-THEIRS")["recalled_seq"] is None  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("reason", "step", "expected"),
+    [
+        ("", "review", "Give the reason for the recall"),
+        ("  \r\n\t ", "review", "Give the reason for the recall"),
+        ("", "confirm", "Give the reason for the recall"),  # an edited confirmation
+        ("长" * 2001, "review", "At most 2000 characters; you wrote 2001"),
+    ],
+)
+def test_recall_needs_a_reason(
+    site: ModuleSite,
+    millet: FlaskClient,
+    codes: list[str],
+    reason: str,
+    step: str,
+    expected: str,
+) -> None:
+    if find_lot(site, "RCL-NOREASON") is None:
+        register(millet, codes, "RCL-NOREASON")
+    document = b"%PDF-1.4 notice without a reason"
+    token = csrf_token(millet, recall_path("RCL-NOREASON"))
+    before = dump(site.instance.engine)
+    response = millet.post(
+        recall_path("RCL-NOREASON"),
+        data={
+            "csrf_token": token,
+            step: "1",
+            "reason": reason,
+            "evidence": [(io.BytesIO(document), "notice.pdf")],
+        },
+    )
+    assert response.status_code == 400
+    assert expected in field_errors(response, "reason"), field_summary(response)
+    assert dump(site.instance.engine) == before
+    # the uploaded document is kept for the next try (not asked for again)
+    fields = hidden_fields(response)
+    assert fields["kept-0-sha256"] == hashlib.sha256(document).hexdigest()
+    assert fields["kept-0-name"] == "notice.pdf"
+
+
+def test_recalling_twice_is_refused_clearly(
+    site: ModuleSite, millet: FlaskClient, codes: list[str]
+) -> None:
+    register(millet, codes, "RCL-TWICE", quantity="10", unit="kg")
+    split(millet, "RCL-TWICE", 10, ("RCL-TWICE-A", 10))
+    first = review(
+        millet,
+        "RCL-TWICE",
+        {
+            "reason": "发霉 mould",
+            "evidence": [(io.BytesIO(b"photo 1"), "a.jpg"), (io.BytesIO(b"photo 2"), "b.jpg")],
+        },
+    )
+    # back to the form, one document unticked (a browser leaves an unticked box out)
+    fields = {k: v for k, v in hidden_fields(first).items() if k != "kept-0-keep"}
+    shown = millet.post(recall_path("RCL-TWICE"), data={**fields, "review": "1"})
+    assert shown.status_code == 200, field_summary(shown)
+    assert 'data-derived-count="1"' in shown.get_data(as_text=True)
+    fields = hidden_fields(shown)
+    assert "kept-1-sha256" not in fields and fields["kept-0-name"] == "b.jpg"
+    done = millet.post(recall_path("RCL-TWICE"), data={**fields, "confirm": "1"})
+    assert done.status_code == 302, field_summary(done)
+    seq = last_entry(site).seq
+    assert [d["name"] for d in last_entry(site).body["evidence"]] == ["b.jpg"]
+
+    before = dump(site.instance.engine)
+    again = millet.post(recall_path("RCL-TWICE"), data={**fields, "confirm": "1"})
+    assert again.status_code == 409
+    message = form_level_errors(again)
+    assert f"Lot RCL-TWICE is already recalled (seq {seq})" in message
+    assert "Sign and recall" not in page(again)
+    # a derived lot, recalled through its input, says where its recall came from
+    page_html = millet.get(recall_path("RCL-TWICE-A"))
+    assert page_html.status_code == 200
+    derived = form_level_errors(page_html)
+    assert f"already recalled (seq {seq})" in derived and "through lot RCL-TWICE" in derived
+    assert 'name="reason"' not in page_html.get_data(as_text=True)
+    assert dump(site.instance.engine) == before
+    check_ledger(site.instance.engine)
+
+
+def test_recall_without_csrf_token_is_refused(
+    site: ModuleSite, millet: FlaskClient, codes: list[str]
+) -> None:
+    register(millet, codes, "RCL-NOCSRF")
+    before = dump(site.instance.engine)
+    for step in ("review", "confirm"):
+        response = millet.post(recall_path("RCL-NOCSRF"), data={step: "1", "reason": "no token"})
+        assert response.status_code == 400
+    assert dump(site.instance.engine) == before
+    assert find_lot(site, "RCL-NOCSRF")["recalled_seq"] is None  # type: ignore[index]

@@ -143,3 +143,27 @@ scan_visitors = Table(
     # HMAC-SHA-256 (first 16 bytes) of the client address under that day's key; never the address
     Column("visitor", LargeBinary(16), primary_key=True),
 )
+
+# The officials' portal (migration 0007): disbursements waiting for their co-signers.  Not
+# part of the ledger: a draft is a signed statement that is not yet an entry; the ledger
+# has it only once every signature the rules require is on it (web/drafts.py).
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, URL-safe
+    # pending | appending | appended | refused | declined | withdrawn
+    Column("status", String(16), nullable=False, index=True),
+    Column("kind", String(64), nullable=False),
+    Column("created_by", String(64), nullable=False, index=True),  # users.username
+    Column("created", String(32), nullable=False),
+    Column("updated", String(32), nullable=False),
+    Column("version", Integer, nullable=False),  # bumped by every change (optimistic lock)
+    Column("statement", Text, nullable=False),  # RFC 8785 JSON of the signed statement
+    Column("required_roles", Text, nullable=False),  # space-separated, repeats mean "that many"
+    Column("waiting", Text, nullable=False),  # roles still without a signature
+    Column("allocation", String(64), nullable=True),
+    Column("note", Text, nullable=True),  # for the co-signers; never on the ledger
+    Column("seq", BigInteger, nullable=True),  # the entry, once appended
+    Column("reason", Text, nullable=True),  # why refused, declined or withdrawn
+    Column("decided_by", String(64), nullable=True),  # who declined or withdrew
+)

@@ -5,7 +5,8 @@
 * ``web.public``      — ``/``, ``/e/<seq>`` and ``/healthz`` for people
 * ``web.consumer``    — what QR codes open: product pages (GS1 Digital Link), notices
 * ``web.auth``        — sign in/out, account; ``web.producer``, ``web.auditor``,
-  ``web.admin`` — the portals, each behind a role check
+  ``web.officials`` (payments prepared and co-signed), ``web.admin`` — the portals,
+  each behind a role check
 * ``web.i18n``        — Chinese first, English second
 
 Configuration: ``test_config`` (tests), else the instance folder's ``config.py``
@@ -67,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         extensions,
         i18n,
         log_routes,
+        officials,
         producer,
         public,
     )
@@ -75,7 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     extensions.csrf.exempt(api.bp)  # token-authenticated, no cookies: CSRF does not apply
     extensions.csrf.exempt(log_routes.bp)
-    for blueprint in (log_routes, api, public, consumer, auth, producer, auditor, admin):
+    for blueprint in (log_routes, api, public, consumer, auth, producer, auditor, officials, admin):
         app.register_blueprint(blueprint.bp)
     app.before_request(auth.load_user)
     app.register_error_handler(HTTPException, api.api_aware_http_error)

@@ -48,10 +48,10 @@ HOME = {
     "producer": "producer.dashboard",
     "auditor": "auditor.dashboard",
     "admin": "admin.dashboard",
-    "finance_officer": "auditor.dashboard",
-    "county_approver": "auditor.dashboard",
-    "township_approver": "auditor.dashboard",
-    "village_approver": "auditor.dashboard",
+    "finance_officer": "officials.dashboard",
+    "county_approver": "officials.dashboard",
+    "township_approver": "officials.dashboard",
+    "village_approver": "officials.dashboard",
 }
 
 

@@ -34,6 +34,30 @@ ROLE_LABELS = {
     "contractor": _l("Contractor"),
 }
 
+#: Fund source types and payment purposes (ledger.domain.funds) as people call them.
+SOURCE_TYPE_LABELS = {
+    "central": _l("Central government"),
+    "provincial": _l("Provincial government"),
+    "municipal": _l("Municipal government"),
+    "county": _l("County government"),
+    "bank_credit": _l("Bank credit"),
+    "donation": _l("Donation"),
+    "contribution": _l("Contribution"),
+    "other": _l("Other"),
+}
+PURPOSE_LABELS = {
+    "industry_subsidy": _l("Industry subsidy"),
+    "education_grant": _l("Education grant (Yulu plan)"),
+    "micro_loan": _l("Poverty-alleviation micro-loan"),
+    "interest_subsidy": _l("Interest subsidy"),
+    "insurance_topup": _l("Anti-poverty insurance top-up"),
+    "dividend": _l("Asset-income dividend"),
+    "public_welfare_wage": _l("Public-welfare job wage"),
+    "project_payment": _l("Project payment"),
+    "elder_care": _l("Elder-care allowance"),
+    "other": _l("Other"),
+}
+
 bp = Blueprint("i18n", __name__)
 babel = Babel()
 
@@ -58,6 +82,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["LOCALES"] = LOCALES
     app.jinja_env.globals["html_lang"] = html_lang
     app.jinja_env.globals["role_label"] = role_label
+    app.jinja_env.globals["source_type_label"] = lambda t: str(SOURCE_TYPE_LABELS.get(t, t))
+    app.jinja_env.globals["purpose_label"] = lambda p: str(PURPOSE_LABELS.get(p, p))
     app.register_blueprint(bp)
 
 

@@ -7,7 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ledger import canonical
 from ledger.checkpoint import verify_checkpoint
@@ -93,6 +94,12 @@ def entry(seq: int) -> str:
         expect={seq: decoded},
         label=label,
     )
+
+
+@bp.get("/favicon.ico")
+def favicon() -> WerkzeugResponse:
+    """Browsers that ignore the page's icon link ask for this path."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 @bp.get("/healthz")

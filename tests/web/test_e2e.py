@@ -126,18 +126,15 @@ def opened(browser: Browser, *, locale: str = "en-US", phone: bool = False) -> I
 
 
 def watch(page: Page) -> list[str]:
-    """Collect script errors, console errors (a CSP violation is one) and failed requests.
-
-    The browser's own ``/favicon.ico`` request is left out: the site has no icon.
-    """
+    """Collect script errors, console errors (a CSP violation is one) and failed requests."""
     problems: list[str] = []
 
     def console(msg: Any) -> None:
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+        if msg.type == "error":
             problems.append(f"console: {msg.text}")
 
     def response(answer: Any) -> None:
-        if answer.status >= 400 and urlsplit(answer.url).path != "/favicon.ico":
+        if answer.status >= 400:
             problems.append(f"HTTP {answer.status}: {answer.url}")
 
     page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))

@@ -189,7 +189,7 @@ def wrk(base: str, paths: list[str], duration: int, connections: int) -> dict[st
         out = subprocess.run(
             [
                 "wrk",
-                "-t2",
+                f"-t{min(2, connections)}",
                 f"-c{connections}",
                 f"-d{duration}s",
                 "--latency",

@@ -8,9 +8,12 @@ as in checkpoints); docs/FORMAT.md says which is which.
 from __future__ import annotations
 
 import base64
+import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ledger import canonical
@@ -25,6 +28,8 @@ from web.extensions import instance, reader, writer
 from web.openapi import OPENAPI
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -80,7 +85,19 @@ def openapi() -> Response:
 
 @bp.get("/entries/<int:seq>")
 def get_entry(seq: int) -> Response:
-    """The entry, its leaf hash, and an inclusion proof against the newest (or a given) checkpoint."""
+    """The entry, its leaf hash, and an inclusion proof against the newest (or a given) checkpoint.
+
+    With ``?size=`` the answer is a pure function of the log — the entry, the checkpoint the
+    log signed at that size and the proof between them never change — so it is cached (per
+    process, ``SUYUAN_PROOF_CACHE_SIZE`` answers) and marked immutable for browsers and CDNs.
+    This is what a scan page's script asks for, once per entry it shows.
+    """
+    pinned = "size" in request.args
+    if pinned:
+        key = (seq, request.args["size"])
+        cached = _proof_cache().get(key)
+        if cached is not None:
+            return _json_bytes(cached, immutable=True)
     log = reader()
     latest = log.latest_checkpoint()
     size = _int_arg("size", latest.size, 1, latest.size)
@@ -100,7 +117,48 @@ def get_entry(seq: int) -> Response:
             "hashes": _b64(log.inclusion_proof(seq, size)),
         },
     }
-    return jsonify(body)
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if pinned:
+        _proof_cache().put(key, data)
+    return _json_bytes(data, immutable=pinned)
+
+
+class _LRU:
+    """A small thread-safe LRU of immutable answers."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[int, str]) -> bytes | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[int, str], value: bytes) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+
+
+def _proof_cache() -> _LRU:
+    cache = current_app.extensions.get("suyuan_proofs")
+    if cache is None:
+        cache = current_app.extensions.setdefault(
+            "suyuan_proofs", _LRU(int(current_app.config.get("SUYUAN_PROOF_CACHE_SIZE", 4096)))
+        )
+    return cache  # type: ignore[no-any-return]
+
+
+def _json_bytes(data: bytes, *, immutable: bool) -> Response:
+    response = Response(data, mimetype="application/json")
+    response.headers["Cache-Control"] = IMMUTABLE if immutable else "no-cache"
+    return response
 
 
 @bp.get("/proofs/consistency")

@@ -139,6 +139,24 @@ def test_entry_with_inclusion_proof_against_an_older_checkpoint(reading: ModuleS
             check_entry_response(response.get_json(), verifier, seq, size)
 
 
+def test_an_answer_pinned_to_a_size_is_immutable_and_the_same_when_cached(
+    reading: ModuleSite,
+) -> None:
+    client = reading.client
+    verifier = served_verifier(client)
+    first = client.get("/api/v1/entries/7?size=40")
+    again = client.get("/api/v1/entries/7?size=40")
+    assert first.headers["Cache-Control"] == again.headers["Cache-Control"]
+    assert "immutable" in first.headers["Cache-Control"]
+    assert first.get_data() == again.get_data()
+    check_entry_response(again.get_json(), verifier, 7, 40)
+    # a refused size is never cached as an answer
+    assert client.get("/api/v1/entries/50?size=40").status_code == 400
+    assert client.get("/api/v1/entries/50?size=40").status_code == 400
+    newest = client.get("/api/v1/entries/7")
+    assert newest.headers["Cache-Control"] == "no-cache"
+
+
 @pytest.mark.parametrize(
     ("url", "status", "code"),
     [

@@ -179,9 +179,6 @@ def wrk(base: str, paths: list[str], duration: int, connections: int) -> dict[st
             "local i = 0\n"
             "request = function()\n  i = i % #paths + 1\n"
             "  return wrk.format('GET', paths[i])\nend\n"
-            "local errors = 0\n"
-            "response = function(status, headers, body)\n"
-            "  if status ~= 200 then errors = errors + 1 end\nend\n"
             "done = function(summary, latency, requests)\n"
             "  io.write(string.format('NON200 %d\\n', summary.errors.status))\nend\n"
         )

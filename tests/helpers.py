@@ -177,5 +177,6 @@ TEST_CONFIG = {
     "SECRET_KEY": "test",
     "SUYUAN_SCRYPT_LOG_N": 4,
     "RATELIMIT_ENABLED": False,
-    "SUYUAN_PAGE_SIZE_TTL": 0,  # pages follow the ledger at once
+    "SUYUAN_PAGE_SIZE_TTL": 0,  # pages and the checkpoint follow the ledger at once
+    "SUYUAN_CHECKPOINT_TTL": 0,
 }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from ledger.errors import Error, InvalidInput, NotFound
 from ledger.tiles import EntryBundle, parse_tile_path
@@ -29,9 +32,28 @@ def _error(exc: Error) -> Response:
     return _plain(status, str(exc))
 
 
+_latest_lock = threading.Lock()
+
+
+def _latest_note() -> str:
+    """The newest checkpoint's note, re-read at most every ``SUYUAN_CHECKPOINT_TTL`` seconds
+    (default 1; 0 reads it on every request).  Its Cache-Control already lets any cache serve
+    it for 2 s, and a log under a burst of scans is read once a second instead of every time."""
+    ttl = float(current_app.config.get("SUYUAN_CHECKPOINT_TTL", 1))
+    state: dict[str, Any] = current_app.extensions.setdefault("suyuan_checkpoint", {})
+    now = time.monotonic()
+    with _latest_lock:
+        if ttl > 0 and "note" in state and now - state["at"] < ttl:
+            return str(state["note"])
+    note = reader().latest_checkpoint().note
+    with _latest_lock:
+        state.update(note=note, at=now)
+    return note
+
+
 @bp.get("/checkpoint")
 def checkpoint() -> Response:
-    response = Response(reader().latest_checkpoint().note, content_type="text/plain; charset=utf-8")
+    response = Response(_latest_note(), content_type="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = CHECKPOINT_CACHE
     return response
 

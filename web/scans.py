@@ -253,6 +253,7 @@ class ScanCounter:
         self._buffer: dict[tuple[str, str], _Pending] = {}
         self._buffered = 0
         self._day_keys: dict[str, bytes] = {}
+        self._buffer_days: set[str] = set()  # the days in the buffer (today's, mostly)
         self._totals: OrderedDict[str, tuple[float, ScanStats]] = OrderedDict()
         self._wake = threading.Event()
         self._closed = False
@@ -273,6 +274,7 @@ class ScanCounter:
             pending = self._buffer.get((code, day))
             if pending is None:
                 pending = self._buffer[(code, day)] = _Pending()
+                self._buffer_days.add(day)
             pending.scans += 1
             pending.visitors.add(visitor_id(key, address or "unknown"))
             self._buffered += 1
@@ -295,6 +297,7 @@ class ScanCounter:
         with self._flush_lock:
             with self._lock:
                 buffer, self._buffer = self._buffer, {}
+                self._buffer_days = set()
                 count, self._buffered = self._buffered, 0
             if not buffer:
                 return 0
@@ -305,14 +308,24 @@ class ScanCounter:
                 self._put_back(buffer, count)
                 raise
             with self._lock:
-                for code, _day in buffer:
-                    self._totals.pop(code, None)  # re-read on next use
+                # The written scans move from the buffer into the stored totals: add them to
+                # the cached totals rather than re-read every code (a visitor seen in two
+                # flushes of one day counts twice until the totals are re-read, at most
+                # ``totals_ttl`` later).
+                for (code, day), written in buffer.items():
+                    cached = self._totals.get(code)
+                    if cached is not None:
+                        self._totals[code] = (
+                            cached[0],
+                            cached[1].plus(written.scans, len(written.visitors), day),
+                        )
             return count
 
     def _put_back(self, buffer: Mapping[tuple[str, str], _Pending], count: int) -> None:
         with self._lock:
             for key, old in buffer.items():
                 pending = self._buffer.setdefault(key, _Pending())
+                self._buffer_days.add(key[1])
                 pending.scans += old.scans
                 pending.visitors |= old.visitors
             self._buffered += count
@@ -366,8 +379,11 @@ class ScanCounter:
         else:
             stored = cached[1]
         with self._lock:
+            days = tuple(self._buffer_days)
             extra = [
-                (d, p.scans, len(p.visitors)) for (c, d), p in self._buffer.items() if c == code
+                (d, p.scans, len(p.visitors))
+                for d in days
+                if (p := self._buffer.get((code, d))) is not None
             ]
         for day, n, visitors in extra:
             stored = stored.plus(n, visitors, day)

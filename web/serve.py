@@ -33,7 +33,7 @@ def run_gunicorn(host: str, port: int, workers: int | None) -> None:
             "workers": workers or 2 * cores,
             "worker_class": "gthread",
             "threads": 4,
-            "accesslog": "-",
+            "accesslog": os.environ.get("SUYUAN_ACCESS_LOG", "-") or None,
             "timeout": 60,
             "preload_app": False,
         }

@@ -5,7 +5,8 @@
 #   make test          system-deps + lint + pytest; extra pytest args via PYTEST_ARGS="..."
 #   make system-deps   OS packages the tests need (PostgreSQL 15), only when missing
 #   make run           development server on http://127.0.0.1:8000 (init + demo data first)
-#   make bench         benchmarks (bench/), figures go to BENCHMARKS.md
+#   make bench         benchmarks (bench/), figures go to BENCHMARKS.md (bench.site keeps
+#                      its 1M-entry ledger in bench/out/ between runs)
 #   make clean         remove .venv and caches (never the instance folder)
 
 SHELL := bash
@@ -57,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.domain
 	$(BIN)/python -m bench.labels
+	$(BIN)/python -m bench.site --reuse
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -54,7 +54,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Connection, func, select
@@ -76,6 +75,7 @@ from web import scans
 from web.auth import current_user
 from web.errors import classify
 from web.extensions import reader
+from web.i18n import select_locale
 
 bp = Blueprint("consumer", __name__)
 
@@ -328,6 +328,7 @@ class CachedPage:
 
     context: dict[str, Any]
     html: dict[Hashable, str] = field(default_factory=dict)
+    etags: dict[Hashable, str] = field(default_factory=dict)
 
 
 class PageCache:
@@ -419,7 +420,7 @@ def serve(build: Callable[[Log], dict[str, Any]]) -> Served:
     key = (
         request.path,
         request.query_string,
-        str(get_locale()),
+        select_locale(),  # what Babel will use, without parsing it into a Locale
         size,
         request.url_root,
     )
@@ -443,8 +444,11 @@ def respond(served: Served, template: str, variant: Hashable = None, **extra: An
             served.page.html[variant] = html
     response = make_response(html)
     if served.cacheable:
-        digest = hashlib.sha256(repr((served.key, variant)).encode()).hexdigest()[:16]
-        response.set_etag(f"{served.size}-{digest}", weak=True)
+        etag = served.page.etags.get(variant)
+        if etag is None:
+            digest = hashlib.sha256(repr((served.key, variant)).encode()).hexdigest()[:16]
+            etag = served.page.etags[variant] = f"{served.size}-{digest}"
+        response.set_etag(etag, weak=True)
         response.headers["Cache-Control"] = "no-cache"
         response.vary.update(("Accept-Language", "Cookie"))
         response.make_conditional(request)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Request, Response, current_app
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -24,7 +25,18 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for requests that carry
+    no session cookie — nearly every scan of a label."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies and app.secret_key:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = _CookieSessions()
     settings = app.config["SUYUAN_SETTINGS"]
     app.extensions["suyuan"] = {
         "instance": Instance(settings, app.config["SUYUAN_ENV"]),

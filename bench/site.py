@@ -226,7 +226,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse bench/out/site-ledger.db")
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=60, help="seconds of load on the pages before measuring")
+    parser.add_argument(
+        "--warmup", type=int, default=60, help="seconds of load on the pages before measuring"
+    )
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 from sqlalchemy import Connection, select
 
+from ledger.domain.common import yuan_text
 from ledger.domain.fund_queries import disbursements, trail
 from ledger.domain.projects import project_view, projects
 from ledger.errors import InvalidInput, NotFound
@@ -44,9 +45,7 @@ STAGE_ZH = {
 
 def yuan(fen: int) -> str:
     """``123456`` fen → ``"1,234.56 元"`` (exact: integer arithmetic)."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole:,}.{cents:02d} 元"
+    return f"{yuan_text(fen)} 元"
 
 
 def project_id_for(conn: Connection, ref: str) -> str:

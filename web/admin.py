@@ -25,8 +25,8 @@ Contracts:
   only in the response to the POST that made it (never in the session cookie or a
   URL), marked ``Cache-Control: no-store``.
 
-:func:`held_active_keys`, :func:`bindable_key` and :func:`key_name_used` need no
-request; ``suyuan user`` (:mod:`web.cli`) and :mod:`web.demo_users` use them too.
+Which keys an account may be bound to is decided in :mod:`web.users`
+(:func:`~web.users.bindable_key`), which ``suyuan user`` and the demo use too.
 """
 
 from __future__ import annotations
@@ -72,64 +72,23 @@ from web.forms_admin import (
     TokenForm,
 )
 from web.i18n import role_label
-from web.users import User, active_key, create_user, get_user, list_users, set_active, set_password
+from web.users import (
+    User,
+    active_key,
+    bound_key,
+    create_user,
+    get_user,
+    held_active_keys,
+    key_name_used,
+    list_users,
+    set_active,
+    set_password,
+)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PROJECTS_PER_PAGE = 50
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-# --- keys and accounts, without a request (shared with web.cli and web.demo_users) -------
-
-
-def held_active_keys(keystore: KeyStore, keys: Sequence[KeyRecord]) -> list[KeyRecord]:
-    """Active registered keys whose private key this instance holds: what a user can sign with."""
-    held = set(keystore.author_names())
-    return [
-        k
-        for k in keys
-        if k.name in held and k.revoked_seq is None and active_key(list(keys), k.name) is k
-    ]
-
-
-def key_name_used(keystore: KeyStore, keys: Sequence[KeyRecord], name: str) -> str | None:
-    """Why ``name`` cannot be given to a new key — ``"registered"`` (some key had it) or
-    ``"held"`` (a key file has it) — or None when it is free."""
-    if any(k.name == name for k in keys):
-        return "registered"
-    if name in keystore.author_names():
-        return "held"
-    return None
-
-
-def bindable_key(keystore: KeyStore, keys: Sequence[KeyRecord], key_name: str) -> KeyRecord:
-    """The key a new account named ``key_name`` would sign with; raises unless it is an
-    active registered key whose private key this instance holds."""
-    record = active_key(list(keys), key_name)
-    if record is None:
-        revoked = [k for k in keys if k.name == key_name]
-        if revoked:
-            raise InvalidInput(
-                f"key {key_name!r} was revoked at seq {revoked[-1].revoked_seq}: "
-                "a user bound to it could not sign; give an active key"
-            )
-        raise NotFound(f"no registered key named {key_name!r} (`suyuan keys list` shows them)")
-    if key_name not in keystore.author_names():
-        raise InvalidInput(
-            f"key {key_name!r} is registered (seq {record.registered_seq}) but this instance "
-            "does not hold its private key: portal users sign with keys held here"
-        )
-    return record
-
-
-def bound_key(keys: Sequence[KeyRecord], key_name: str) -> KeyRecord | None:
-    """The key an account bound to ``key_name`` refers to: the active one, else the newest."""
-    found = active_key(list(keys), key_name)
-    if found is not None:
-        return found
-    named = [k for k in keys if k.name == key_name]
-    return named[-1] if named else None
 
 
 @dataclass

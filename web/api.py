@@ -8,7 +8,6 @@ as in checkpoints); docs/FORMAT.md says which is which.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -117,7 +116,7 @@ def get_entry(seq: int) -> Response:
             "hashes": _b64(log.inclusion_proof(seq, size)),
         },
     }
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    data = current_app.json.dumps(body).encode("utf-8")  # as jsonify writes it
     if pinned:
         _proof_cache().put(key, data)
     return _json_bytes(data, immutable=pinned)

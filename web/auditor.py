@@ -51,6 +51,7 @@ from wtforms.validators import Length, Optional
 
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.domain import catalog as _catalog  # noqa: F401  (registers the queries)
+from ledger.domain.common import yuan_text
 from ledger.domain.funds import fund_allocations
 from ledger.errors import Error, InvalidInput, NotFound, VerificationError
 from ledger.log import Log, StoredCheckpoint
@@ -97,9 +98,7 @@ def yuan(fen: int | None) -> str:
         return "—"
     if isinstance(fen, bool) or not isinstance(fen, int):
         raise InvalidInput(f"expected an amount in fen (int), found {type(fen).__name__}")
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
+    return yuan_text(fen)
 
 
 def is_auditor() -> bool:

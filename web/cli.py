@@ -19,6 +19,7 @@ from ledger.cli import _instance, main
 from ledger.errors import Conflict, NotFound
 from web.passwords import DEFAULT_LOG_N, check_new_password
 from web.users import (
+    bindable_key,
     check_display_name,
     check_username,
     create_user,
@@ -51,7 +52,6 @@ def user() -> None:
 @click.option("--display-name", help="The person's name (default: the user name).")
 def user_new(username: str, key_name: str, display_name: str | None) -> None:
     """Make the account USERNAME bound to key KEY (password: $SUYUAN_NEW_PASSWORD or asked)."""
-    from web.admin import bindable_key  # Flask-WTF and the portal: only when needed
 
     instance = _instance()
     keys = instance.reader().registered_keys()

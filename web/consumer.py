@@ -62,6 +62,7 @@ from werkzeug.wrappers import Response
 from ledger.domain import batch_queries, fund_queries, gs1
 from ledger.domain import projects as project_domain
 from ledger.domain.batches import batch_households, batches
+from ledger.domain.common import yuan_text
 from ledger.domain.funds import fund_allocations, fund_disbursements, fund_sources
 from ledger.domain.households import households
 from ledger.entry import Entry, decode_entry
@@ -225,13 +226,6 @@ def word(table: Mapping[str, Any], key: str | None) -> str:
     if key is None:
         return ""
     return str(table.get(key, key))
-
-
-def yuan_text(fen: int) -> str:
-    """``123456`` fen → ``"1,234.56"``: exact, integer arithmetic only."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(int(fen)), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
 
 
 def when_text(value: str | None) -> str:

@@ -15,7 +15,7 @@ from ledger.errors import ConfigError, Error
 from ledger.instance import Instance
 from ledger.rules import KeyRecord
 from web.passwords import DEFAULT_LOG_N, check_new_password
-from web.users import create_user, get_user
+from web.users import bindable_key, create_user, get_user
 
 #: (user name, key name, display name) of the demo's accounts, in the order they are listed.
 DEMO_USERS: tuple[tuple[str, str, str], ...] = (
@@ -34,7 +34,6 @@ def ensure_demo_users(
     (user name, role, organisation).  Raises :class:`ConfigError` when a key they need is
     not an active registered key held here (load the demo first), and the password's
     :class:`~ledger.errors.InvalidInput` when it is too short."""
-    from web.admin import bindable_key  # the portal's rule for which keys an account can use
 
     check_new_password(password)
     keys = instance.reader().registered_keys()

@@ -12,6 +12,7 @@ operator's, in the instance key store (docs/SITE.md, "Key custody").
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from keys.store import KeyStore
 from ledger import schema
 from ledger.db import write_connection
 from ledger.entry import format_time
@@ -179,3 +181,55 @@ def _update(engine: Engine, username: str, **values: Any) -> None:
         ).rowcount
     if not done:
         raise NotFound(f"no user named {username!r}")
+
+
+# --- which keys an account can be bound to (the admin portal, `suyuan user`, the demo) ---
+
+
+def held_active_keys(keystore: KeyStore, keys: Sequence[KeyRecord]) -> list[KeyRecord]:
+    """Active registered keys whose private key this instance holds: what a user can sign with."""
+    held = set(keystore.author_names())
+    return [
+        k
+        for k in keys
+        if k.name in held and k.revoked_seq is None and active_key(list(keys), k.name) is k
+    ]
+
+
+def key_name_used(keystore: KeyStore, keys: Sequence[KeyRecord], name: str) -> str | None:
+    """Why ``name`` cannot be given to a new key — ``"registered"`` (some key had it) or
+    ``"held"`` (a key file has it) — or None when it is free."""
+    if any(k.name == name for k in keys):
+        return "registered"
+    if name in keystore.author_names():
+        return "held"
+    return None
+
+
+def bindable_key(keystore: KeyStore, keys: Sequence[KeyRecord], key_name: str) -> KeyRecord:
+    """The key a new account named ``key_name`` would sign with; raises unless it is an
+    active registered key whose private key this instance holds."""
+    record = active_key(list(keys), key_name)
+    if record is None:
+        revoked = [k for k in keys if k.name == key_name]
+        if revoked:
+            raise InvalidInput(
+                f"key {key_name!r} was revoked at seq {revoked[-1].revoked_seq}: "
+                "a user bound to it could not sign; give an active key"
+            )
+        raise NotFound(f"no registered key named {key_name!r} (`suyuan keys list` shows them)")
+    if key_name not in keystore.author_names():
+        raise InvalidInput(
+            f"key {key_name!r} is registered (seq {record.registered_seq}) but this instance "
+            "does not hold its private key: portal users sign with keys held here"
+        )
+    return record
+
+
+def bound_key(keys: Sequence[KeyRecord], key_name: str) -> KeyRecord | None:
+    """The key an account bound to ``key_name`` refers to: the active one, else the newest."""
+    found = active_key(list(keys), key_name)
+    if found is not None:
+        return found
+    named = [k for k in keys if k.name == key_name]
+    return named[-1] if named else None

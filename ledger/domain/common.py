@@ -127,6 +127,14 @@ def amount_fen(body: Mapping[str, Any], name: str, where: str, *, allow_zero: bo
     return value
 
 
+def yuan_text(fen: int) -> str:
+    """``123456`` fen → ``"1,234.56"`` (yuan): exact, integer arithmetic only.  The one
+    fen-to-yuan formatting every page, poster and export uses."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(int(fen)), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
+
+
 def count_field(body: Mapping[str, Any], name: str, where: str, *, low: int = 1) -> int:
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_FEN:

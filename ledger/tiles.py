@@ -262,8 +262,11 @@ def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
 def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[bytes]:
     """Decode an entry bundle strictly.
 
-    Raises InvalidInput for a truncated length prefix, a truncated entry, a
-    zero-length entry, more than 256 entries, or (if ``expected_count`` is
+    Zero-length entries are valid: C2SP tlog-tiles allows them (Suyuan never
+    writes one, and its auditor refuses an empty leaf as an entry), and a mirror
+    of any tlog-tiles log must read them.
+    Raises InvalidInput for a truncated length prefix, a truncated entry,
+    more than 256 entries, or (if ``expected_count`` is
     given) a different number of entries.  No trailing bytes are possible:
     the data MUST be consumed exactly by whole records.
     """
@@ -287,10 +290,6 @@ def decode_entry_bundle(data: bytes, expected_count: int | None = None) -> list[
             )
         length = (data[pos] << 8) | data[pos + 1]
         pos += 2
-        if length == 0:
-            raise InvalidInput(
-                f"entry bundle: entry {len(entries)}: expected 1..{MAX_ENTRY_SIZE} bytes, found 0"
-            )
         if end - pos < length:
             raise InvalidInput(
                 f"entry bundle: entry {len(entries)}: expected {length} bytes, "

@@ -5,7 +5,7 @@
 # apt-get, and exits 0. It installs only as root on a machine with apt-get (CI:
 # a fresh Debian machine, as root); otherwise it names what is missing on
 # stderr and exits 0, and the tests that need it skip (or fail, under
-# SUYUAN_REQUIRE_POSTGRES=1).
+# SUYUAN_REQUIRE_POSTGRES=1 / SUYUAN_REQUIRE_GO=1).
 #
 # To add a dependency: write a check_NAME function that calls
 # `want PACKAGE...` (alternatives, first available wins) when its programs are
@@ -68,12 +68,21 @@ check_cjk_font() {
     fc-list :lang=zh 2>/dev/null | grep -q . || want fonts-wqy-zenhei fonts-noto-cjk
 }
 
+# --- Go and golang.org/x/mod (tests/interop: a log made by sumdb/tlog + sumdb/note)
+# Built offline in GOPATH mode from Debian's sources (GO111MODULE=off
+# GOPATH=/usr/share/gocode); never `go get`.
+GO_X_MOD=/usr/share/gocode/src/golang.org/x/mod/sumdb
+check_go() {
+    command -v go >/dev/null 2>&1 || want golang-go
+    [[ -f "$GO_X_MOD/tlog/tlog.go" && -f "$GO_X_MOD/note/note.go" ]] || want golang-golang-x-mod-dev
+}
+
 # --- wrk, the load generator `make bench` drives the site with (not the tests) -
 check_wrk() {
     [[ "${SUYUAN_SYSDEPS_BENCH:-}" != 1 ]] || command -v wrk >/dev/null 2>&1 || want wrk
 }
 
-CHECKS=(check_postgres check_zbar check_chromium check_cjk_font check_wrk)
+CHECKS=(check_postgres check_zbar check_chromium check_cjk_font check_go check_wrk)
 
 # ---------------------------------------------------------------------------
 apt_install() {

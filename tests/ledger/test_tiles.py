@@ -282,7 +282,6 @@ def test_encode_entry_bundle_rejects(entries: list[Any]) -> None:
         (b"\x00\x01a\x00", None),  # trailing byte: truncated second prefix
         (b"\x00\x05abc", None),  # truncated body
         (b"\x00\x01a\x00\x03ab", None),  # truncated second body
-        (b"\x00\x00", None),  # empty entry
         (b"\x00\x01a", 2),  # count mismatch
         (b"\x00\x01a\x00\x01b", 1),  # count mismatch
         (b"", 1),
@@ -295,6 +294,12 @@ def test_encode_entry_bundle_rejects(entries: list[Any]) -> None:
 def test_decode_entry_bundle_rejects(data: Any, count: int | None) -> None:
     with pytest.raises(InvalidInput, match="expected"):
         decode_entry_bundle(data, count)
+
+
+def test_decode_entry_bundle_accepts_empty_entries() -> None:
+    # C2SP tlog-tiles allows zero-length entries (Go's sumdb/tlog logs may hold them).
+    assert decode_entry_bundle(b"\x00\x00") == [b""]
+    assert decode_entry_bundle(b"\x00\x01a\x00\x00\x00\x01b", 3) == [b"a", b"", b"b"]
 
 
 def test_split_tile() -> None:

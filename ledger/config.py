@@ -1,7 +1,9 @@
 """Settings from the environment (``SUYUAN_*``) and the instance folder.
 
 ``SUYUAN_INSTANCE``  the instance folder (keys, blobs, SQLite file); default ``./instance``
-``SUYUAN_DATABASE_URL``  default ``sqlite:///<instance>/suyuan.db``
+``SUYUAN_DATABASE_URL``  default ``sqlite:///<instance>/suyuan.db``; the *primary*: every write
+``SUYUAN_READ_DATABASE_URL``  optional: a read replica (PostgreSQL hot standby) for the read
+    path — pages, proofs, tiles, API reads (``Instance.reader()``); default: the primary
 ``SUYUAN_ORIGIN``  the log's origin line, used by ``suyuan init``
 ``SUYUAN_PASSPHRASE``  decrypts private keys without a prompt
 ``SUYUAN_SECRET_KEY``  the web session secret (required outside development)
@@ -26,17 +28,24 @@ class Settings:
     database_url: str
     origin: str
     dev: bool
+    #: None: reads go to ``database_url`` like writes.
+    read_database_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         instance = Path(env.get("SUYUAN_INSTANCE") or "instance").resolve()
         url = env.get("SUYUAN_DATABASE_URL") or f"sqlite:///{instance / 'suyuan.db'}"
+        read_url = env.get("SUYUAN_READ_DATABASE_URL") or None
         origin = env.get("SUYUAN_ORIGIN") or DEFAULT_ORIGIN
         if any(ch.isspace() for ch in origin) or "+" in origin or not origin:
             raise ConfigError(f"SUYUAN_ORIGIN {origin!r} must be non-empty with no spaces or '+'")
         return cls(
-            instance=instance, database_url=url, origin=origin, dev=env.get("SUYUAN_DEV") == "1"
+            instance=instance,
+            database_url=url,
+            origin=origin,
+            dev=env.get("SUYUAN_DEV") == "1",
+            read_database_url=read_url,
         )
 
     def ensure_instance(self) -> None:

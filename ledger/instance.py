@@ -2,6 +2,24 @@
 
 Here the database, the instance folder's key store and the passphrase meet.
 Nothing in the pure core imports this module.
+
+Two engines.  :attr:`Instance.engine` is the *primary* (``SUYUAN_DATABASE_URL``): every
+write — appends, users, drafts, tokens, scan counts — MUST go through it.
+:attr:`Instance.read_engine` is ``SUYUAN_READ_DATABASE_URL`` when that is set (a
+PostgreSQL hot standby streaming from the primary), else the very same engine object;
+:meth:`Instance.reader` reads through it.  A standby refuses writes (SQLSTATE 25006,
+reported as :class:`~ledger.errors.StorageError` by ``ledger.db.write_connection``), so
+a write sent to the wrong engine fails loudly instead of going missing.
+
+What a reader on a lagging replica sees is still a consistent log: the primary commits
+an append's entries, tree nodes and signed checkpoint in ONE transaction (stages 3–5 in
+``ledger.log``), and a hot standby makes a transaction's rows visible all at once, when
+it replays the commit record; so every checkpoint the replica shows comes with every
+entry and tree node it covers.  Proofs are always computed against a checkpoint the
+replica has; an entry the replica does not have yet is "not found" (HTTP 404), never a
+broken proof.  This relies on the read URL naming ONE standby: behind a pool that
+spreads connections over several standbys, two queries of one request could see
+different points in the log's history.
 """
 
 from __future__ import annotations
@@ -29,6 +47,12 @@ class Instance:
         self.settings = settings
         self.env = env
         self.engine: Engine = make_engine(settings.database_url)
+        read_url = settings.read_database_url
+        self.read_engine: Engine = (
+            self.engine
+            if read_url is None or read_url == settings.database_url
+            else make_engine(read_url)
+        )
         self.keystore = KeyStore(settings.instance)
         self._passphrase: bytes | None = None
 
@@ -37,21 +61,28 @@ class Instance:
             self._passphrase = passphrase_from(self.env, confirm=confirm)
         return self._passphrase
 
+    @property
+    def replicated(self) -> bool:
+        """True when reads go to a separate database (``SUYUAN_READ_DATABASE_URL``)."""
+        return self.read_engine is not self.engine
+
     def has_log(self) -> bool:
         return has_schema(self.engine) and _has_meta(self)
 
     def reader(self) -> Log:
-        """The log, read-only (no passphrase needed)."""
-        database = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and database and not Path(database).exists():
-            raise ConfigError(f"no log at {database} yet: run `suyuan init` first")
-        if not has_schema(self.engine):
-            raise ConfigError("no log here yet: run `suyuan init` first")
-        return Log.open(self.engine)
+        """The log, read-only (no passphrase needed), on the read database (the replica)."""
+        return _open_reader(self.read_engine)
+
+    def primary_reader(self) -> Log:
+        """The log, read-only, on the primary: for a reader that must see its own writes."""
+        return self.reader() if not self.replicated else _open_reader(self.engine)
 
     def writer(self) -> Log:
-        """The log with its signing key, after the start-up consistency check."""
-        reader = self.reader()
+        """The log with its signing key, after the start-up consistency check.
+
+        Only the primary is consulted: a writer MUST NOT depend on the replica being up.
+        """
+        reader = _open_reader(self.engine)
         signer = self.keystore.log_signer(reader.origin, self.passphrase())
         upgrade(self.engine)  # a newer release may bring migrations
         return Log.open(self.engine, signer)
@@ -100,6 +131,21 @@ class Instance:
     ) -> Entry:
         statement = make_statement(kind, nfc(body), log.origin, format_time(datetime.now(UTC)))
         return log.append([sign_statement(statement, signers)])[0]
+
+    def dispose(self) -> None:
+        """Close every pooled connection (both engines)."""
+        self.engine.dispose()
+        if self.replicated:
+            self.read_engine.dispose()
+
+
+def _open_reader(engine: Engine) -> Log:
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and not Path(database).exists():
+        raise ConfigError(f"no log at {database} yet: run `suyuan init` first")
+    if not has_schema(engine):
+        raise ConfigError("no log here yet: run `suyuan init` first")
+    return Log.open(engine)
 
 
 def _has_meta(instance: Instance) -> bool:

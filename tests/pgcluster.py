@@ -25,6 +25,18 @@ Paths: a unix socket path MUST be shorter than 108 bytes (``sun_path``), so
 the socket directory is a short ``mkdtemp`` under ``/tmp`` rather than
 somewhere inside pytest's deep ``tmp_path``.
 
+Replication: every cluster is configured as a possible primary (``wal_level =
+replica``, WAL senders and replication slots, ``local replication all trust`` in
+pg_hba.conf). ``PgCluster().start_standby(primary, base_dir)`` makes a streaming hot
+standby of a running primary with ``pg_basebackup -R`` over the primary's unix socket
+(its own socket directory and port, ``hot_standby = on``, a physical replication slot
+on the primary so that the primary keeps the WAL the standby still needs); the
+primary's ``wait_caught_up(standby)`` waits until the standby has replayed everything
+the primary has written. A standby has the same lifetime guarantees (``atexit`` and
+its own watchdog) and drops its slot on the primary when stopped. ``halt()`` and
+``resume()`` stop and start a server without discarding it (a primary that is down,
+not gone).
+
 This module imports only the standard library at import time; psycopg is
 imported when a database is created or dropped.
 """
@@ -58,6 +70,7 @@ _PREFERRED_MAJOR = "15"
 _SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the terminating NUL on Linux
 _LOG_TAIL_LINES = 40
 _PG_CTL_TIMEOUT = 120  # seconds; restart under load may take a while to checkpoint
+_CATCH_UP_TIMEOUT = 60.0  # seconds wait_caught_up waits by default
 
 
 def _is_bin_dir(d: Path) -> bool:
@@ -188,13 +201,59 @@ class PgCluster:
         self._uid: int | None = None  # set when we drop privileges to run the server
         self._gid: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
-        self._running = False
+        self._running = False  # the server is up (start/resume .. halt/stop)
+        self._started = False  # start() or start_standby() ran; stop() has not
+        self.primary: PgCluster | None = None  # set on a standby until promoted
+        self.slot: str | None = None  # a standby's replication slot on its primary
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, base_dir: Path) -> None:
         """initdb a new cluster and start it. Raises RuntimeError with the server log tail."""
-        if self._running:
+        self._prepare(base_dir)
+        try:
+            self._initdb()
+            self._write_config()
+            self._pg_ctl("start", "-l", str(self.log_file))
+        except BaseException:
+            self.stop()
+            raise
+        self._running = True
+
+    def start_standby(self, primary: PgCluster, base_dir: Path) -> None:
+        """Make this cluster a streaming hot standby of the running ``primary`` and start it.
+
+        ``pg_basebackup -R -X stream`` over the primary's unix socket copies the
+        primary's data directory and writes ``standby.signal`` and ``primary_conninfo``;
+        this cluster then gets its own socket directory and port. The standby accepts
+        read-only connections (``hot_standby = on``) and replays the primary's WAL as it
+        streams in; ``primary.wait_caught_up(self)`` waits for it to catch up.
+        """
+        if not primary.running:
+            raise RuntimeError("the primary is not running")
+        if self.bin_dir is None:
+            self.bin_dir = primary.bin_dir
+        self._os_user_name = self._os_user_name or primary.user or None
+        self._prepare(base_dir)
+        if self.user != primary.user:
+            self.stop()
+            raise RuntimeError(
+                f"a standby runs as the primary's OS user {primary.user!r}, not {self.user!r}"
+            )
+        self.slot = f"standby_{self.port}"
+        self.primary = primary  # before the backup, so that stop() drops a slot it made
+        try:
+            self._basebackup(primary)
+            self._write_config(standby=True)
+            self._pg_ctl("start", "-l", str(self.log_file))
+        except BaseException:
+            self.stop()
+            raise
+        self._running = True
+
+    def _prepare(self, base_dir: Path) -> None:
+        """Everything before the data directory exists: user, run dir, port, watchdog."""
+        if self._started:
             raise RuntimeError("cluster already started")
         if self.bin_dir is None:
             self.bin_dir = find_binaries()
@@ -238,24 +297,19 @@ class PgCluster:
                 (base_dir / "pgcluster").symlink_to(run_dir)
         os.chmod(run_dir, 0o700)
 
+        self._started = True
         self._start_watchdog()
         atexit.register(self.stop)
-
-        try:
-            self._initdb()
-            self._write_config()
-            self._pg_ctl("start", "-l", str(self.log_file))
-        except BaseException:
-            self.stop()
-            raise
-        self._running = True
 
     def stop(self) -> None:
         """Stop the server (fast, then immediate, then SIGKILL) and remove the run dir.
 
-        Safe to call more than once and on a cluster whose start failed.
+        Safe to call more than once and on a cluster whose start failed. A standby
+        also drops its replication slot on the primary (if the primary still runs),
+        so that the primary does not keep WAL for it for ever.
         """
         atexit.unregister(self.stop)
+        self._started = False
         if self.data_dir is not None and (self.data_dir / "postmaster.pid").exists():
             for mode in ("fast", "immediate"):
                 try:
@@ -266,6 +320,7 @@ class PgCluster:
             else:
                 self._kill_postmaster()
         self._running = False
+        self._drop_slot()
         self._stop_watchdog()
         if self._uid is not None and self.log_file is not None and self._base_dir is not None:
             with contextlib.suppress(OSError):
@@ -282,9 +337,91 @@ class PgCluster:
             raise RuntimeError("cluster is not running")
         self._pg_ctl("restart", "-m", "fast", "-l", str(self.log_file))
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep the cluster (``pg_ctl stop -m MODE``); :meth:`resume` it.
+
+        ``immediate`` is a simulated crash: recovery replays the WAL on the next start.
+        """
+        if mode not in ("smart", "fast", "immediate"):
+            raise RuntimeError(f"pg_ctl stop mode is smart, fast or immediate, not {mode!r}")
+        if not self._running:
+            raise RuntimeError("cluster is not running")
+        self._pg_ctl("stop", "-m", mode)
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a halted server again (same data, socket and port)."""
+        if not self._started:
+            raise RuntimeError("cluster was never started (or was stopped for good)")
+        if self._running:
+            raise RuntimeError("cluster is already running")
+        self._pg_ctl("start", "-l", str(self.log_file))
+        self._running = True
+
+    def promote(self) -> None:
+        """Promote this standby to a primary (``pg_ctl promote``, waits until it accepts writes)."""
+        if self.primary is None:
+            raise RuntimeError("this cluster is not a standby")
+        if not self._running:
+            raise RuntimeError("cluster is not running")
+        self._pg_ctl("promote")
+        self._drop_slot()
+        self.primary = None
+
     @property
     def running(self) -> bool:
         return self._running
+
+    # -- replication ---------------------------------------------------------------
+
+    def in_recovery(self) -> bool:
+        """``pg_is_in_recovery()``: True on a standby that is replaying WAL."""
+        import psycopg
+
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        return bool(row and row[0])
+
+    def wal_lsn(self) -> str:
+        """The primary's current WAL write position (``pg_current_wal_lsn()``)."""
+        import psycopg
+
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def wait_caught_up(self, standby: PgCluster, timeout: float = _CATCH_UP_TIMEOUT) -> str:
+        """Wait until ``standby`` has replayed all WAL this primary has written so far.
+
+        Compares ``pg_current_wal_lsn()`` here, read once on entry, with the standby's
+        ``pg_last_wal_replay_lsn()``: everything committed before the call is then
+        visible on the standby. Returns the LSN waited for; raises RuntimeError (with
+        both positions and the standby's log tail) after ``timeout`` seconds.
+        """
+        import psycopg
+
+        target = self.wal_lsn()
+        deadline = time.monotonic() + timeout
+        replayed: str | None = None
+        with psycopg.connect(standby.conninfo("postgres"), autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                    (target,),
+                ).fetchone()
+                assert row is not None
+                replayed = row[0]
+                if row[1]:
+                    return target
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        log = standby.log_file
+        raise RuntimeError(
+            f"standby did not catch up within {timeout:g} s: primary at {target}, "
+            f"standby replayed {replayed}\n--- {log} ---\n" + (_tail(log) if log else "")
+        )
 
     # -- connecting --------------------------------------------------------------
 
@@ -399,8 +536,68 @@ class PgCluster:
             ]
         )
 
-    def _write_config(self) -> None:
+    def _basebackup(self, primary: PgCluster) -> None:
+        assert self.bin_dir is not None and self.data_dir is not None and self.slot
+        self._run(
+            [
+                str(self.bin_dir / "pg_basebackup"),
+                "--pgdata",
+                str(self.data_dir),
+                "--host",
+                str(primary.socket_dir),
+                "--port",
+                str(primary.port),
+                "--username",
+                primary.user,
+                "--write-recovery-conf",  # -R: standby.signal + primary_conninfo
+                "--wal-method",
+                "stream",
+                "--checkpoint",
+                "fast",
+                "--create-slot",
+                "--slot",
+                self.slot,
+                "--no-sync",  # like initdb --no-sync; the server itself runs with fsync=on
+            ]
+        )
+
+    def _drop_slot(self) -> None:
+        """Drop this standby's slot on its primary (best effort: it may be gone)."""
+        primary, slot = self.primary, self.slot
+        if primary is None or slot is None or not primary.running:
+            return
+        import psycopg
+
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(primary.conninfo("postgres"), autocommit=True) as conn,
+        ):
+            for _attempt in range(50):  # the walsender may take a moment to let go
+                try:
+                    conn.execute(
+                        "SELECT pg_drop_replication_slot(slot_name)"
+                        " FROM pg_replication_slots WHERE slot_name = %s",
+                        (slot,),
+                    )
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
+        self.slot = None
+
+    def _write_config(self, *, standby: bool = False) -> None:
         assert self.data_dir is not None
+        if standby:
+            # Appended after the primary's copied block: the last setting wins.
+            settings = {
+                "unix_socket_directories": f"'{self.socket_dir}'",
+                "port": str(self.port),
+                "hot_standby": "on",
+                "hot_standby_feedback": "on",
+                # Reconnect soon after the primary restarts (default 5 s).
+                "wal_retrieve_retry_interval": "'200ms'",
+            }
+            self._append_config(settings, "standby")
+            return
         settings = {
             "listen_addresses": "''",
             "unix_socket_directories": f"'{self.socket_dir}'",
@@ -415,10 +612,24 @@ class PgCluster:
             "log_min_messages": "warning",
             "log_line_prefix": "'%m [%p] %d '",
             "timezone": "'UTC'",
+            # Replication: any cluster can be the primary of a standby (start_standby).
+            "wal_level": "replica",
+            "max_wal_senders": "10",
+            "max_replication_slots": "10",
+            "hot_standby": "on",
+            "hot_standby_feedback": "on",
         }
+        self._append_config(settings, "primary")
+        with (self.data_dir / "pg_hba.conf").open("a", encoding="utf-8") as f:
+            # initdb --auth trust writes this line too; say it where it matters.
+            f.write("\n# tests/pgcluster.py: standbys connect over the unix socket\n")
+            f.write("local replication all trust\n")
+
+    def _append_config(self, settings: dict[str, str], role: str) -> None:
+        assert self.data_dir is not None
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as f:
-            f.write("\n# --- tests/pgcluster.py ---\n")
+            f.write(f"\n# --- tests/pgcluster.py ({role}) ---\n")
             for k, v in settings.items():
                 f.write(f"{k} = {v}\n")
 

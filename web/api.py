@@ -77,6 +77,14 @@ def _int_arg(
     return int(raw)
 
 
+def _beyond_checkpoint(name: str, size: int, newest: int) -> int:
+    """A tree size the log has not signed (yet): 404, not 400 — a read replica that lags
+    behind the primary, or a client ahead of this server, asks for one in good faith."""
+    if size > newest:
+        raise NotFound(f"no checkpoint for {name}={size} here yet: the newest is for {newest}")
+    return size
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(OPENAPI)
@@ -99,7 +107,7 @@ def get_entry(seq: int) -> Response:
             return _json_bytes(cached, immutable=True)
     log = reader()
     latest = log.latest_checkpoint()
-    size = _int_arg("size", latest.size, 1, latest.size)
+    size = _beyond_checkpoint("size", _int_arg("size", latest.size, 1), latest.size)
     stored = latest if size == latest.size else log.checkpoint(size)
     entry = log.entry(seq)
     if seq >= size:
@@ -164,7 +172,7 @@ def _json_bytes(data: bytes, *, immutable: bool) -> Response:
 def consistency() -> Response:
     log = reader()
     latest = log.latest_checkpoint()
-    size2 = _int_arg("to", latest.size, 1, latest.size)
+    size2 = _beyond_checkpoint("to", _int_arg("to", latest.size, 1), latest.size)
     size1 = _int_arg("from", None, 1, size2)
     return jsonify(
         {

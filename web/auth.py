@@ -31,11 +31,12 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, StorageError
 from web.extensions import instance, limiter, reader
 from web.users import User, authenticate, get_user, set_password
 
@@ -79,7 +80,13 @@ def load_user() -> None:
     name = session.get("user")
     if not name:
         return
-    user = get_user(instance().engine, name, reader().registered_keys())
+    try:
+        user = get_user(instance().engine, name, reader().registered_keys())
+    except (StorageError, SQLAlchemyError):
+        # The primary is unreachable (a read-only host during an outage): serve the
+        # visitor as anonymous rather than fail every public page; the portal's own
+        # views need a signed-in user and say so.
+        return
     if user is None or not user.active or user.session_version != session.get("v"):
         session.clear()
         return

@@ -32,6 +32,13 @@ distinct visitors exceed ``SUYUAN_CLONE_VISITOR_FACTOR`` (default 1) Ã— units â€
 bounded below by ``SUYUAN_CLONE_MIN_SCANS`` (default 20) so that a lot of three boxes is
 not flagged by a curious shop.  Totals come from the database (cached per code for
 ``SUYUAN_SCAN_TOTALS_TTL`` seconds, default 60) plus this process's unflushed buffer.
+
+Databases: flushes write to the primary (``Instance.engine``); totals are read from the
+read database (``Instance.read_engine``: the replica when ``SUYUAN_READ_DATABASE_URL`` is
+set).  Scan counting MUST NOT break a page: when the primary cannot be reached (a
+read-only host whose primary is down or restarting) scans stay in the buffer, the
+failure is logged once (until a flush succeeds again), and when totals cannot be read
+the clone check uses the last totals read (or none) plus the buffer.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import Headers
 
 from ledger.db import write_connection
@@ -241,8 +249,11 @@ class ScanCounter:
         flush_scans: int = DEFAULTS["SUYUAN_SCAN_FLUSH_SCANS"],
         totals_ttl: float = DEFAULTS["SUYUAN_SCAN_TOTALS_TTL"],
         background: bool = True,
+        read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        self.read_engine = engine if read_engine is None else read_engine
+        self._failing = False  # the last flush failed (logged once until one succeeds)
         self._secret = secret
         self.flush_seconds = float(flush_seconds)
         self.flush_scans = int(flush_scans)
@@ -344,11 +355,23 @@ class ScanCounter:
             self._thread.start()
 
     def flush_quietly(self) -> None:
-        """Flush, logging instead of raising (the flusher thread and exit use it)."""
+        """Flush, logging instead of raising (the flusher thread and exit use it).
+
+        A failure is logged once as a warning; while flushes keep failing (the primary is
+        down) they are logged at debug level, and the first success after them says so.
+        """
         try:
             self.flush()
         except Exception as exc:  # statistics must never kill the thread or the exit
-            log.warning("could not write scan counts (kept for the next attempt): %s", exc)
+            if not self._failing:
+                self._failing = True
+                log.warning("could not write scan counts (kept for the next attempt): %s", exc)
+            else:
+                log.debug("still cannot write scan counts: %s", exc)
+        else:
+            if self._failing:
+                self._failing = False
+                log.warning("scan counts are written again")
 
     def close(self) -> None:
         """Stop the flusher thread and write what is buffered."""
@@ -369,13 +392,18 @@ class ScanCounter:
         with self._lock:
             cached = self._totals.get(code)
         if cached is None or now - cached[0] > self.totals_ttl:
-            with self.engine.connect() as conn:
-                stored = _read_stats(conn, [code]).get(code, ScanStats())
-            with self._lock:
-                self._totals[code] = (now, stored)
-                self._totals.move_to_end(code)
-                while len(self._totals) > _TOTALS_CACHE:
-                    self._totals.popitem(last=False)
+            try:
+                with self.read_engine.connect() as conn:
+                    stored = _read_stats(conn, [code]).get(code, ScanStats())
+            except SQLAlchemyError as exc:  # the page goes on without stored totals
+                log.debug("cannot read scan totals for %s: %s", code, exc)
+                stored = cached[1] if cached is not None else ScanStats()
+            else:
+                with self._lock:
+                    self._totals[code] = (now, stored)
+                    self._totals.move_to_end(code)
+                    while len(self._totals) > _TOTALS_CACHE:
+                        self._totals.popitem(last=False)
         else:
             stored = cached[1]
         with self._lock:
@@ -429,9 +457,11 @@ def counter(app: Flask) -> ScanCounter:
     with _app_lock:
         found = app.extensions.get("suyuan_scans")
         if found is None:
+            instance = app.extensions["suyuan"]["instance"]  # web.extensions
             found = ScanCounter(
-                app.extensions["suyuan"]["instance"].engine,  # web.extensions: the app's database
+                instance.engine,  # writes: the primary
                 app.config["SECRET_KEY"],
+                read_engine=instance.read_engine,  # totals: the replica, if any
                 flush_seconds=setting(app, "SUYUAN_SCAN_FLUSH_SECONDS"),
                 flush_scans=setting(app, "SUYUAN_SCAN_FLUSH_SCANS"),
                 totals_ttl=setting(app, "SUYUAN_SCAN_TOTALS_TTL"),

@@ -67,6 +67,7 @@ __all__ = [
     "parse_skey",
     "parse_vkey",
     "sign_note",
+    "split_note",
 ]
 
 ALG_ED25519 = 0x01
@@ -508,8 +509,8 @@ def _parse_signature_line(line: str, number: int) -> Signature:
     return Signature(name, raw[:KEY_HASH_SIZE], raw[KEY_HASH_SIZE:])
 
 
-def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> Note:
-    """Parse a signed note strictly and verify it with the known ``verifiers``.
+def split_note(note: str | bytes) -> tuple[str, tuple[Signature, ...]]:
+    """Parse a signed note strictly into its text and signature lines, verifying nothing.
 
     The note MUST be valid UTF-8 of at most :data:`MAX_NOTE_BYTES` bytes with no
     control character other than newline.  The text ends at the last blank line
@@ -518,11 +519,9 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> Note:
     in a newline, with canonical base64 and no (name, key hash) twice.
     Malformed notes raise InvalidInput.
 
-    Every signature whose (name, key hash) matches a verifier MUST verify, or
-    VerificationError is raised; signatures of other keys are returned unchecked
-    in ``unverified``.  If no signature is by a known key, VerificationError is
-    raised.  ``verifiers`` MUST be non-empty and MUST NOT hold two different
-    keys with the same (name, key hash) (InvalidInput).
+    The text MUST NOT be trusted on the strength of this call: it is for
+    callers that verify the signatures they care about themselves (for example
+    :func:`ledger.cosignature.verify_cosignatures`), and for :func:`open_note`.
     """
     if isinstance(note, bytes):
         if len(note) > MAX_NOTE_BYTES:
@@ -546,17 +545,6 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> Note:
     else:
         raise InvalidInput(f"expected a note as str or bytes, found {type(note).__name__}")
 
-    known: dict[tuple[str, bytes], NoteVerifier] = {}
-    for verifier in verifiers:
-        ident = (verifier.name, bytes(verifier.key_hash))
-        if ident in known and known[ident] != verifier:
-            raise InvalidInput(
-                f"expected distinct verifier keys, found two keys for {ident[0]}+{ident[1].hex()}"
-            )
-        known[ident] = verifier
-    if not known:
-        raise InvalidInput("expected at least one verifier, found none")
-
     split = text_all.rfind("\n\n")
     if split < 0:
         raise InvalidInput(
@@ -577,6 +565,42 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> Note:
         if (sig.name, sig.key_hash) in seen:
             raise InvalidInput(f"expected one signature per key, found {sig.key_id} twice")
         seen.add((sig.name, sig.key_hash))
+    return text, tuple(signatures)
+
+
+def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> Note:
+    """Parse a signed note strictly and verify it with the known ``verifiers``.
+
+    The note MUST be valid UTF-8 of at most :data:`MAX_NOTE_BYTES` bytes with no
+    control character other than newline.  The text ends at the last blank line
+    (it keeps its final newline); after it come 1 to :data:`MAX_SIGNATURES`
+    signature lines ``— name base64(4-byte key hash || signature)``, each ending
+    in a newline, with canonical base64 and no (name, key hash) twice.
+    Malformed notes raise InvalidInput (see :func:`split_note`).
+
+    Every signature whose (name, key hash) matches a verifier MUST verify, or
+    VerificationError is raised; signatures of other keys are returned unchecked
+    in ``unverified``.  If no signature is by a known key, VerificationError is
+    raised.  ``verifiers`` MUST be non-empty and MUST NOT hold two different
+    keys with the same (name, key hash) (InvalidInput).
+
+    A verifier sees the note text and the bytes after the key hash; verifiers of
+    other signature types (e.g. :class:`ledger.cosignature.CosignatureVerifier`,
+    type 0x04, 72-byte timestamped signatures) build their own signed message.
+    """
+    # Malformed notes are refused before the verifier list is looked at, as before.
+    text, signatures = split_note(note)
+
+    known: dict[tuple[str, bytes], NoteVerifier] = {}
+    for verifier in verifiers:
+        ident = (verifier.name, bytes(verifier.key_hash))
+        if ident in known and known[ident] != verifier:
+            raise InvalidInput(
+                f"expected distinct verifier keys, found two keys for {ident[0]}+{ident[1].hex()}"
+            )
+        known[ident] = verifier
+    if not known:
+        raise InvalidInput("expected at least one verifier, found none")
 
     message = text.encode("utf-8")
     verified: list[Signature] = []

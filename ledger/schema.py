@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -166,4 +167,46 @@ drafts = Table(
     Column("seq", BigInteger, nullable=True),  # the entry, once appended
     Column("reason", Text, nullable=True),  # why refused, declined or withdrawn
     Column("decided_by", String(64), nullable=True),  # who declined or withdrew
+)
+
+# Witnessing (migration 0008): the log's side of C2SP tlog-witness, beside the ledger and not
+# part of it.  A cosignature is a witness's statement about a checkpoint the log already signed;
+# losing these rows loses no entry, and `suyuan verify` does not read them (ledger/witnessing.py).
+witnesses = Table(
+    "witnesses",
+    metadata,
+    Column("key_id", String(300), primary_key=True),  # name+hex8 of the cosigner key (type 0x04)
+    Column("name", String(256), nullable=False),  # the cosigner's key name, shown on pages
+    Column("vkey", Text, nullable=False),  # name+hex8+base64(0x04 || Ed25519 public key)
+    Column("url", Text, nullable=False),  # the submission prefix (…/add-checkpoint is POSTed)
+    Column("added", String(32), nullable=False),
+    Column("active", Boolean, nullable=False),  # False: no longer submitted to (still counted)
+)
+
+witness_state = Table(
+    "witness_state",
+    metadata,
+    Column("key_id", String(300), primary_key=True),
+    # The size the witness last acknowledged (its `old` for the next add-checkpoint); 0 until
+    # it answers.  Learnt from a 200 or from a 409's text/x.tlog.size body.
+    Column("size", BigInteger, nullable=False),
+    # never | cosigned | conflict | inconsistent | refused | unknown-log | bad-request |
+    # bad-cosignature | unreachable | ahead | error
+    Column("status", String(32), nullable=False),
+    Column("error", Text, nullable=True),  # the last failure, for the operator (None after a 200)
+    Column("attempted", String(32), nullable=True),  # time of the last submission
+    Column("acknowledged", String(32), nullable=True),  # time of the last 200
+)
+
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("size", BigInteger, nullable=False),  # the checkpoint cosigned (one per size)
+    Column("key_id", String(300), nullable=False),  # the witness key
+    Column("name", String(256), nullable=False),
+    Column("line", Text, nullable=False),  # the signature line "— name base64…\n", verified
+    Column("timestamp", BigInteger, nullable=False),  # the cosignature's own POSIX time
+    Column("received", String(32), nullable=False),
+    UniqueConstraint("size", "key_id", name="uq_cosignatures_size_key"),
 )

@@ -22,11 +22,18 @@ shows, with the fields it shows as ``expect``; before rendering, the server veri
 checkpoint signature and the inclusion proof of each of those entries itself
 (``web.public.check_inclusion``), so the panel's no-JavaScript line is true.
 
+Witnesses (``suyuan witnesses``, ledger/witnessing.py): when the log has any, a page is
+verified against the newest checkpoint that a configured witness cosigned and that covers
+every entry it shows (else the newest checkpoint), and the panel lists the witnesses'
+names and keys; the server states how many cosignatures it verified, and verify.js checks
+each one again in the browser — "witnessed by N independent parties", or, with none yet,
+a neutral "not yet witnessed".
+
 Speed: a page depends only on the ledger (and the locale, query and host), so for visitors
 who are not signed in the built page is kept in an in-process LRU keyed on (path, query,
-locale, tree size, host) — ``SUYUAN_PAGE_CACHE_SIZE`` entries, default 2048 — and served
-with ``Cache-Control: no-cache`` and an ETag derived from the tree size, so browsers
-revalidate and get 304s.  Product pages count the scan (``web.scans``) either way.
+locale, tree size, witnessing, host) — ``SUYUAN_PAGE_CACHE_SIZE`` entries, default 2048 —
+and served with ``Cache-Control: no-cache`` and an ETag derived from the tree size, so
+browsers revalidate and get 304s.  Product pages count the scan (``web.scans``) either way.
 """
 
 from __future__ import annotations
@@ -57,8 +64,10 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from ledger import witnessing
 from ledger.domain import batch_queries, fund_queries, gs1
 from ledger.domain import projects as project_domain
 from ledger.domain.batches import batch_households, batches
@@ -396,6 +405,33 @@ def tree_size(log: Log) -> int:
     return size
 
 
+_mark_lock = threading.Lock()
+
+
+def witnessed_mark(log: Log) -> tuple[Any, ...] | None:
+    """What changes when witnessing changes what a page shows (newest cosignature, witnesses).
+
+    Read at most every ``SUYUAN_PAGE_SIZE_TTL`` seconds, like :func:`tree_size`; None
+    where the database has no witness tables.
+    """
+    ttl = float(current_app.config.get("SUYUAN_PAGE_SIZE_TTL", 1))
+    state: dict[str, Any] = current_app.extensions.setdefault("suyuan_witnessed_mark", {})
+    now = time.monotonic()
+    if ttl > 0:
+        with _mark_lock:
+            if "mark" in state and now - state["at"] < ttl:
+                return state["mark"]  # type: ignore[no-any-return]
+    mark: tuple[Any, ...] | None
+    try:
+        with log.engine.connect() as conn:
+            mark = witnessing.witness_mark(conn)
+    except SQLAlchemyError:
+        mark = None
+    with _mark_lock:
+        state.update(mark=mark, at=now)
+    return mark
+
+
 @dataclass
 class Served:
     """A page found in (or put into) the cache, and how to answer with it."""
@@ -416,6 +452,7 @@ def serve(build: Callable[[Log], dict[str, Any]]) -> Served:
         request.query_string,
         select_locale(),  # what Babel will use, without parsing it into a Locale
         size,
+        witnessed_mark(log),  # a new cosignature or witness changes the verification panel
         request.url_root,
     )
     if len(request.query_string) > 512:
@@ -494,10 +531,16 @@ def label_param() -> str | None:
 def server_check(
     log: Log, latest: StoredCheckpoint, found: Mapping[int, Entry], label: LabelCheck | None
 ) -> dict[str, Any]:
-    """The server's own check of every entry the page shows (see ``web.public``)."""
+    """The server's own check of every entry the page shows (see ``web.public``).
+
+    With witnesses configured, the check (and the browser's, through the panel) is made
+    against the newest *witnessed* checkpoint that covers every entry shown, when there
+    is one, else against the newest checkpoint: see :func:`witnessed_checkpoint`.
+    """
     from web.public import check_inclusion
 
-    checked = check_inclusion(log, latest, {s: e.leaf_hash() for s, e in sorted(found.items())})
+    chosen, witnessed = witnessed_checkpoint(log, latest, found)
+    checked = check_inclusion(log, chosen, {s: e.leaf_hash() for s, e in sorted(found.items())})
     if label is not None and not label.ok and checked["error"] is None:
         checked = {
             **checked,
@@ -508,7 +551,50 @@ def server_check(
                 seq=label.seq,
             ),
         }
-    return dict(checked)
+    return {**checked, **witnessed}
+
+
+def witnessed_checkpoint(
+    log: Log, latest: StoredCheckpoint, found: Mapping[int, Entry]
+) -> tuple[StoredCheckpoint, dict[str, Any]]:
+    """The checkpoint a page's entries are verified against, and what the panel shows of witnesses.
+
+    Without configured witnesses: ``latest`` and nothing.  With them: the newest
+    checkpoint cosigned by a configured witness that covers every entry in ``found``
+    (``ledger.witnessing.latest_witnessed``), else ``latest``; and for the panel
+    ``witnesses`` (every configured witness's name and vkey: the browser checks the
+    cosignatures itself), ``witnessed`` (the names whose cosignature the server
+    verified), ``witness_warnings`` (key IDs whose cosignature line does not verify:
+    not counted) and ``note`` (the cosigned note the browser verifies, when it carries
+    cosignatures; else None and the browser fetches ``/log/checkpoint``).
+    """
+    try:
+        configured = witnessing.known_witnesses(log)
+    except Error:  # no witness tables: a database from before migration 0008
+        return latest, {}
+    verifiers = []
+    listed = []
+    for record in configured:
+        try:
+            verifiers.append(record.verifier)
+        except Error:
+            continue  # a hand-edited row: not shown, not counted
+        listed.append({"name": record.name, "vkey": record.vkey})
+    if not listed:
+        return latest, {}
+    need = max(found) + 1 if found else 0
+    chosen = witnessing.latest_witnessed(log, need) or latest
+    note = witnessing.cosigned_note(log, chosen)
+    try:
+        check = witnessing.check_cosigners(note, verifiers)
+    except Error:
+        check = witnessing.CosignerCheck((), ())
+    return chosen, {
+        "witnesses": listed,
+        "witnessed": check.names,
+        "witness_warnings": [key_id for key_id, _why in check.invalid],
+        "note": note if note != chosen.note else None,
+    }
 
 
 def signers_of(entry: Entry, keys: Mapping[str, KeyRecord]) -> list[dict[str, Any]]:

@@ -9,8 +9,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from ledger.errors import Error, InvalidInput, NotFound
+from ledger.errors import Error, InvalidInput, NotFound, StorageError
 from ledger.tiles import EntryBundle, parse_tile_path
+from ledger.witnessing import cosigned_note
 from web.errors import classify
 from web.extensions import reader
 
@@ -45,7 +46,12 @@ def _latest_note() -> str:
     with _latest_lock:
         if ttl > 0 and "note" in state and now - state["at"] < ttl:
             return str(state["note"])
-    note = reader().latest_checkpoint().note
+    log = reader()
+    latest = log.latest_checkpoint()
+    try:
+        note = cosigned_note(log, latest)
+    except StorageError:  # no witness tables (a database from before 0008): the log's note alone
+        note = latest.note
     with _latest_lock:
         state.update(note=note, at=now)
     return note
@@ -53,6 +59,17 @@ def _latest_note() -> str:
 
 @bp.get("/checkpoint")
 def checkpoint() -> Response:
+    """The newest checkpoint (C2SP tlog-tiles), with the witnesses' cosignatures collected for it.
+
+    Always the *newest* checkpoint the log signed, never an older, witnessed one: a tlog
+    client (auditor, witness, mirror) must see the log's current state.  Cosignatures
+    (C2SP tlog-cosignature) follow the log's own signature line as extra lines of the
+    same signed note; a client that knows only the log key ignores them (signed-note),
+    and one that knows the witnesses' keys can check them.  Right after an append the
+    newest checkpoint carries none until the witnesses answer (``suyuan witnesses run``);
+    pages that want witnessed proofs use the newest *witnessed* checkpoint instead
+    (``ledger.witnessing.latest_witnessed``, web/consumer.py).
+    """
     response = Response(_latest_note(), content_type="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = CHECKPOINT_CACHE
     return response

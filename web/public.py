@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ledger import canonical
+from ledger import canonical, witnessing
 from ledger.checkpoint import verify_checkpoint
 from ledger.errors import Error
 from ledger.log import Log, StoredCheckpoint
@@ -62,14 +62,17 @@ def check_inclusion(
 
 @bp.get("/e/<int:seq>")
 def entry(seq: int) -> str:
+    from web.consumer import witnessed_checkpoint
+
     log = reader()
-    latest = log.latest_checkpoint()
     found = log.entry(seq)
+    # With witnesses configured: the newest witnessed checkpoint that covers the entry.
+    latest, witnessed = witnessed_checkpoint(log, log.latest_checkpoint(), {seq: found})
     proof = log.inclusion_proof(seq, latest.size)
     leaf_hash = found.leaf_hash()
     decoded = canonical.parse(found.leaf)
     pretty = json.dumps(decoded, ensure_ascii=False, indent=2, sort_keys=True)
-    server_checked = check_inclusion(log, latest, {seq: leaf_hash})
+    server_checked = {**check_inclusion(log, latest, {seq: leaf_hash}), **witnessed}
     # ?h= is the leaf-hash prefix printed on QR labels (qr/urls.py): the browser checks it too.
     label = request.args.get("h") or None
     if (
@@ -87,6 +90,7 @@ def entry(seq: int) -> str:
         leaf_hash=leaf_hash.hex(),
         pretty=pretty,
         latest=latest,
+        signed_note=witnessing.cosigned_note(log, latest) if witnessed else latest.note,
         proof=[base64.b64encode(h).decode() for h in proof],
         vkey=log.verifier.vkey,
         server_checked=server_checked,

@@ -13,7 +13,11 @@
  *      (`?h=` on QR codes) is a prefix of the recomputed leaf hash;
  *   4. as a light witness: the newest checkpoint this browser verified for the
  *      origin (kept in localStorage) must be consistent (RFC 9162 §2.1.4) with
- *      today's, so a log that rewrites its history is caught on the next visit.
+ *      today's, so a log that rewrites its history is caught on the next visit;
+ *   5. the witnesses' cosignatures on that checkpoint (C2SP tlog-cosignature,
+ *      Ed25519 cosignature/v1), each against the witness key the page lists
+ *      (data-witnesses): only those that verify are counted ("witnessed by N");
+ *      a bad one is a warning, not a failure of the log's signature or proofs.
  *
  * Pure functions (parseVkey, parseNote, openNote, verifyCheckpoint, leafHash,
  * verifyInclusion, verifyConsistency, …) are exported for tests and for the
@@ -34,6 +38,9 @@
 const HASH_SIZE = 32;
 const KEY_HASH_SIZE = 4;
 const ALG_ED25519 = 0x01;
+const ALG_COSIGNATURE_V1 = 0x04; // C2SP tlog-cosignature: Ed25519 cosignature/v1
+const COSIGNATURE_SIZE = 8 + 64; // u64 big-endian timestamp || Ed25519 signature
+const MAX_TIMESTAMP = (1n << 63n) - 1n;
 const ED25519_PUBLIC_SIZE = 32;
 const ED25519_SIGNATURE_SIZE = 64;
 const MAX_NOTE_BYTES = 1 << 20;
@@ -459,10 +466,146 @@ export async function verifyCheckpoint(note, vkey) {
   const [signer] = opened.verified;
   return {
     ...cp,
+    text: opened.text,
     note: isBytes(note) ? decodeUtf8(note, "the note") : note,
     signer: { name: signer.name, keyId: signer.keyId },
     cosignatures: opened.unverified,
   };
+}
+
+// ---------------------------------------------------------------------------
+// witness cosignatures (C2SP tlog-cosignature, Ed25519 cosignature/v1)
+
+/** Cosigner key ID: SHA-256(name || 0x0A || 0x04 || public key)[:4] ("Format"). */
+export async function cosignatureKeyHash(name, publicKey) {
+  checkKeyName(name);
+  if (!isBytes(publicKey) || publicKey.length !== ED25519_PUBLIC_SIZE) {
+    throw new VerifyError(`expected a ${ED25519_PUBLIC_SIZE}-byte Ed25519 public key`);
+  }
+  const digest = await sha256(
+    concat(utf8.encode(name), Uint8Array.of(0x0a, ALG_COSIGNATURE_V1), publicKey),
+  );
+  return digest.slice(0, KEY_HASH_SIZE);
+}
+
+/**
+ * Parse a witness vkey `name+hex8+base64(0x04 || 32-byte Ed25519 key)` (a note
+ * vkey of signature type 0x04).  The key ID MUST match the name and key.
+ */
+export async function parseWitnessVkey(vkey) {
+  if (typeof vkey !== "string") throw new VerifyError(`expected a witness vkey string, found ${typeof vkey}`);
+  const first = vkey.indexOf("+");
+  const second = first < 0 ? -1 : vkey.indexOf("+", first + 1);
+  if (second < 0) throw new VerifyError(`expected a witness vkey 'name+hex8+base64', found ${show(vkey)}`);
+  const name = vkey.slice(0, first);
+  const hex8 = vkey.slice(first + 1, second);
+  checkKeyName(name);
+  if (!/^[0-9a-f]{8}$/.test(hex8)) {
+    throw new VerifyError(`expected 8 lower-case hex digits after the vkey name, found ${show(hex8)}`);
+  }
+  const raw = b64decode(vkey.slice(second + 1), "the witness vkey's key");
+  if (raw.length === 0 || raw[0] !== ALG_COSIGNATURE_V1) {
+    const found = raw.length ? "0x" + raw[0].toString(16).padStart(2, "0") : "nothing";
+    throw new VerifyError(`expected signature type 0x04 (cosignature/v1) in the witness vkey, found ${found}`);
+  }
+  if (raw.length !== 1 + ED25519_PUBLIC_SIZE) {
+    throw new VerifyError(
+      `expected a ${ED25519_PUBLIC_SIZE}-byte Ed25519 key in the witness vkey, found ${raw.length - 1} bytes`,
+    );
+  }
+  const publicKey = raw.slice(1);
+  const computed = await cosignatureKeyHash(name, publicKey);
+  if (hex(computed) !== hex8) {
+    throw new VerifyError(`expected key hash ${hex(computed)} in the witness vkey, found ${hex8}`);
+  }
+  return { name, keyHash: computed, keyId: `${name}+${hex8}`, publicKey, vkey };
+}
+
+/**
+ * The message an Ed25519 cosignature signs ("Ed25519 signed message"):
+ * `cosignature/v1\n` + `time <timestamp>\n` + the checkpoint text (final newline included).
+ */
+export function cosignatureMessage(text, timestamp) {
+  if (typeof text !== "string" || !text.endsWith("\n")) {
+    throw new VerifyError("expected the checkpoint text to end with a newline");
+  }
+  const stamp = BigInt(timestamp);
+  if (stamp < 0n || stamp > MAX_TIMESTAMP) {
+    throw new VerifyError(`expected a cosignature timestamp in 0..2**63-1, found ${stamp}`);
+  }
+  return utf8.encode(`cosignature/v1\ntime ${stamp}\n${text}`);
+}
+
+/**
+ * Verify one cosignature (a parsed signature line: {name, keyHash, signature}) by
+ * `witness` (a parsed witness vkey) over the checkpoint text.  Resolves the
+ * cosignature's timestamp (BigInt) or throws VerifyError.
+ */
+export async function verifyCosignature(text, sig, witness) {
+  if (sig.name !== witness.name || !equalBytes(sig.keyHash, witness.keyHash)) {
+    throw new VerifyError(`the cosignature by ${sig.keyId} is not by witness ${witness.keyId}`);
+  }
+  if (!isBytes(sig.signature) || sig.signature.length !== COSIGNATURE_SIZE) {
+    throw new VerifyError(
+      `expected a ${COSIGNATURE_SIZE}-byte timestamped cosignature by ${witness.keyId}, found ${sig.signature.length}`,
+    );
+  }
+  let stamp = 0n;
+  for (const byte of sig.signature.slice(0, 8)) stamp = (stamp << 8n) | BigInt(byte);
+  if (stamp > MAX_TIMESTAMP) {
+    throw new VerifyError(`the cosignature by ${witness.keyId} has a timestamp above 2**63-1`);
+  }
+  const message = cosignatureMessage(text, stamp);
+  if (!(await ed25519Verify(witness.publicKey, sig.signature.slice(8), message))) {
+    throw new VerifyError(`the cosignature by ${witness.keyId} (time ${stamp}) does not verify`);
+  }
+  return stamp;
+}
+
+/**
+ * Check every signature line of a checkpoint (`signatures`, e.g. a verified
+ * checkpoint's `cosignatures`) by one of the `witnesses` (parsed witness vkeys).
+ * Lines of other keys are ignored.  Resolves {valid: [{name, keyId, timestamp}],
+ * invalid: [{name, keyId, reason}]}; never throws for a bad line (it is reported).
+ */
+export async function checkCosignatures(text, signatures, witnesses) {
+  const known = new Map(witnesses.map((w) => [w.keyId, w]));
+  const valid = [];
+  const invalid = [];
+  for (const sig of signatures) {
+    const witness = known.get(sig.keyId);
+    if (!witness) continue;
+    try {
+      const timestamp = await verifyCosignature(text, sig, witness);
+      valid.push({ name: witness.name, keyId: witness.keyId, timestamp });
+    } catch (err) {
+      if (!(err instanceof VerifyError) || err.code === "crypto") throw err;
+      invalid.push({ name: witness.name, keyId: witness.keyId, reason: err.message });
+    }
+  }
+  return { valid, invalid };
+}
+
+async function parseWitnesses(text) {
+  if (!text) return [];
+  let items;
+  try {
+    items = JSON.parse(text);
+  } catch {
+    throw new VerifyError("the page's data-witnesses is not JSON");
+  }
+  if (!Array.isArray(items)) throw new VerifyError("the page's data-witnesses must be a list");
+  const out = [];
+  for (const item of items) {
+    try {
+      const parsed = await parseWitnessVkey(item && item.vkey);
+      if (!out.some((w) => w.keyId === parsed.keyId)) out.push(parsed);
+    } catch (err) {
+      if (!(err instanceof VerifyError) || err.code === "crypto") throw err;
+      // a witness key the page lists but that does not parse is not counted
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -933,8 +1076,12 @@ export async function checkPanel(el, { storage = openStorage(), signal } = {}) {
   }
   if (seqs.length === 0) throw new VerifyError("the page names no entries to verify (data-seqs)");
 
-  const note = await get(`${base}/log/checkpoint`, signal, "text");
+  const witnesses = await parseWitnesses(data.witnesses);
+  // The page may name the checkpoint to verify against (the newest witnessed one that
+  // covers its entries); it is checked exactly like the one /log/checkpoint serves.
+  const note = data.checkpoint ? data.checkpoint : await get(`${base}/log/checkpoint`, signal, "text");
   const cp = await verifyCheckpoint(note, key);
+  const cosigned = await checkCosignatures(cp.text, cp.cosignatures, witnesses);
   const seen = await witness(cp, { storage, base, signal });
   const timePromise = checkpointTime(cp, { base, signal });
   const entries = await mapLimited(seqs, ENTRY_CONCURRENCY, (seq) => checkEntry(seq, cp, { base, signal }));
@@ -948,7 +1095,14 @@ export async function checkPanel(el, { storage = openStorage(), signal } = {}) {
       );
     }
   }
-  return { checkpoint: cp, entries, witness: seen, prefix, time: await timePromise };
+  return {
+    checkpoint: cp,
+    entries,
+    witness: seen,
+    prefix,
+    time: await timePromise,
+    witnesses: { known: witnesses.length, valid: cosigned.valid, invalid: cosigned.invalid },
+  };
 }
 
 function fill(template, values) {
@@ -977,7 +1131,12 @@ function render(el, status, lines) {
       detail.replaceChildren(
         ...lines.slice(1).filter(Boolean).map((line) => {
           const p = document.createElement("p");
-          p.textContent = line;
+          if (typeof line === "string") {
+            p.textContent = line;
+          } else {
+            p.textContent = line.text;
+            if (line.className) p.className = line.className;
+          }
           return p;
         }),
       );
@@ -985,6 +1144,30 @@ function render(el, status, lines) {
     result.hidden = false;
   }
   el.dataset.verifyStatus = status;
+}
+
+/** The panel's lines about witnesses: only verified cosignatures count. */
+function witnessLines(data, found) {
+  if (!found || found.known === 0) return []; // the page lists no witnesses: say nothing
+  const lines = [];
+  const names = found.valid.map((w) => w.name).join(", ");
+  if (found.valid.length === 1) {
+    lines.push({ text: fill(data.msgWitnessedOne, { n: 1, names }), className: "verify-witnessed" });
+  } else if (found.valid.length > 1) {
+    lines.push({
+      text: fill(data.msgWitnessedMany, { n: found.valid.length, names }),
+      className: "verify-witnessed",
+    });
+  } else {
+    lines.push({ text: data.msgNotWitnessed || "", className: "verify-not-witnessed muted" });
+  }
+  for (const bad of found.invalid) {
+    lines.push({
+      text: fill(data.msgWitnessBad, { name: bad.keyId, reason: bad.reason }),
+      className: "verify-witness-bad warning-banner",
+    });
+  }
+  return lines;
 }
 
 const REASON_MESSAGES = {
@@ -1010,6 +1193,7 @@ export async function verifyPanel(el, { timeoutMs, storage } = {}) {
   el.dataset.verifyStatus = "pending";
   delete el.dataset.verifyReason;
   delete el.dataset.verifyError;
+  delete el.dataset.witnessed;
   render(el, "pending", [data.msgChecking || "…"]);
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -1037,6 +1221,9 @@ export async function verifyPanel(el, { timeoutMs, storage } = {}) {
       lines.push(fill(data.msgWitness, { old: found.witness.since.toString() }));
     }
     if (found.prefix) lines.push(fill(data.msgLabel, { prefix: found.prefix }));
+    lines.push(...witnessLines(data, found.witnesses));
+    el.dataset.witnessed = String(found.witnesses.valid.length);
+    el.dataset.witnessedBy = found.witnesses.valid.map((w) => w.keyId).join(" ");
     render(el, "verified", lines);
     return found;
   } catch (err) {

@@ -7,6 +7,7 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -50,8 +51,15 @@ class _Group(click.Group):
             _fail(exc)
 
 
-def _instance() -> Instance:
-    return Instance(Settings.from_env(), os.environ)
+def _instance(*, replica: bool = False) -> Instance:
+    """The operator's instance.  Commands work on the primary database: they write
+    (tokens, witnesses, erasures) or must see what was just written, so a
+    ``SUYUAN_READ_DATABASE_URL`` (a lagging, read-only replica) is ignored unless
+    ``replica`` — the read-only server, whose reads it is for."""
+    settings = Settings.from_env()
+    if not replica:
+        settings = dataclasses.replace(settings, read_database_url=None)
+    return Instance(settings, os.environ)
 
 
 @click.group(cls=_Group)
@@ -437,24 +445,51 @@ def token_list() -> None:
     help="Serve the read path only (pages, proofs, tiles), without the log's key: "
     "every write answers 503. For a read replica or a copy.",
 )
-def serve(host: str, port: int, workers: int | None, read_only: bool) -> None:
+@click.option(
+    "--mirror",
+    "mirror_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Serve the verified copy kept in DIR by `suyuan mirror`, read-only (no instance "
+    "folder, key or passphrase needed): the log's tiles, and for a Suyuan log the whole site.",
+)
+def serve(
+    host: str, port: int, workers: int | None, read_only: bool, mirror_dir: Path | None
+) -> None:
     """Serve the site, the API and the log with gunicorn (production server)."""
     from web.serve import run_gunicorn
 
-    instance = _instance()
+    if mirror_dir is not None:
+        from web.mirror import inspect_mirror, prepare, run_mirror
+
+        try:
+            inspect_mirror(mirror_dir.resolve())
+        except Error as exc:
+            raise click.BadParameter(str(exc), param_hint="'--mirror'") from None
+        _info, warning = prepare(mirror_dir)  # the first sync of the site's database
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        run_mirror(mirror_dir, host, port, workers)
+        return
+    instance = _instance(replica=read_only)
     if read_only:
         instance.reader()  # fail here, clearly, if there is no log
         os.environ["SUYUAN_READ_ONLY"] = "1"  # the workers' create_app reads it
     else:
         instance.writer()  # fail here, clearly, if the key or the stored tree is wrong
-    run_gunicorn(host, port, workers)
+    from ledger.cli_witness_log import witnessing_subprocess
+
+    with witnessing_subprocess(instance, enabled=not read_only):  # when witnesses are configured
+        run_gunicorn(host, port, workers)
 
 
 # The domain's, the QR and the portal-user commands attach themselves to ``main``;
 # they import this module.
+import ledger.cli_witness_log as _cli_witness_log  # noqa: E402, F401
 import qr.cli as _qr_cli  # noqa: E402, F401
 import web.cli as _web_cli  # noqa: E402, F401
 from ledger import cli_domain as _cli_domain  # noqa: E402, F401
+from ledger import cli_mirror as _cli_mirror  # noqa: E402, F401
+from ledger import cli_witness as _cli_witness  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Run as ``python -m ledger.cli`` this module is __main__; the commands attached

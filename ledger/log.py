@@ -43,12 +43,12 @@ from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ledger import canonical, schema
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from ledger.db import write_connection
+from ledger.db import DISK_FULL_MESSAGE, is_disk_full_error, write_connection
 from ledger.entry import Entry, SignedStatement, build_entry, decode_entry, format_time
 from ledger.errors import (
     ConfigError,
@@ -69,7 +69,7 @@ from ledger.merkle import (
     leaf_hash,
 )
 from ledger.note import Signer, Verifier, parse_vkey
-from ledger.projection import Projection, SqlSource, flush
+from ledger.projection import PROJECTIONS, Projection, SqlSource, flush
 from ledger.rules import KeyRecord, RuleState, apply_entry, check_entry
 
 TILE_HEIGHT, TILE_WIDTH = 8, 256  # C2SP tlog-tiles; see ledger.tiles
@@ -113,13 +113,95 @@ def _sql(conn: Connection, statement: str, params: tuple[Any, ...] = ()) -> Any:
 def _insert_many(
     conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
-    """Insert rows through the driver's executemany: the append hot path skips SQLAlchemy's
-    per-row parameter processing (measured at ~40 µs an entry)."""
+    """Insert rows through the driver: the append hot path skips SQLAlchemy's per-row
+    parameter processing (measured at ~40 µs an entry).
+
+    PostgreSQL: ``COPY … FROM STDIN`` — an entry and its two tree nodes cost ~30 µs
+    of client and server time together, against ~135 µs as a pipelined executemany
+    (one Bind/Execute per row).  SQLite: executemany, already in-process and cheap.
+    """
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows)
+        return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
     )
     conn.exec_driver_sql(sql, rows)
+
+
+def _copy_rows(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL COPY on ``conn``'s own driver connection, inside its transaction.
+
+    psycopg's COPY bypasses SQLAlchemy, so its errors are wrapped here as SQLAlchemy
+    would wrap them (and a lost connection invalidated): callers, and
+    :func:`ledger.db.write_connection`'s error mapping, see what they would see for
+    any other statement.
+    """
+    driver: Any = conn.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, connection_invalidated=lost, dialect=conn.dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
+#: Changed rows of one projection table from which PostgreSQL's COPY path pays off:
+#: three statements instead of one, but no Bind/Execute per row.
+_COPY_ROWS_FROM = 16
+
+
+def _flush(conn: Connection, projection: Projection) -> None:
+    """Stage 4's projection rows, in the append transaction (:func:`ledger.projection.flush`).
+
+    On PostgreSQL, a table with many changed rows goes through COPY into a
+    session-local temporary table and one ``INSERT … SELECT … ON CONFLICT`` — the very
+    upsert :func:`~ledger.projection.flush` sends row by row (measured with
+    ``batch.event`` entries: the server's CPU per entry 73 → 46 µs, the writer's
+    311 → 273 µs).  ``changes`` holds one row per key, so the upsert never meets a key
+    twice.  The temporary table is emptied at every commit (``ON COMMIT DELETE ROWS``)
+    and a rollback takes its rows, and its creation, back with everything else.
+    """
+    if conn.dialect.name != "postgresql":
+        flush(conn, projection)
+        return
+    by_table: dict[str, list[tuple[Any, ...]]] = {}
+    for (table, _), values in projection.changes.items():
+        by_table.setdefault(table, []).append(values)
+    few = {t for t, rows in by_table.items() if len(rows) < _COPY_ROWS_FROM}
+    if few:
+        flush(
+            conn, Projection(changes={k: v for k, v in projection.changes.items() if k[0] in few})
+        )
+    for table, rows in sorted(by_table.items()):
+        if table in few:
+            continue
+        spec = PROJECTIONS[table]
+        columns = ", ".join(spec.columns)
+        updates = [c for c in spec.columns if c not in spec.key]
+        conflict = (
+            f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}"
+            if updates
+            else "DO NOTHING"
+        )
+        staging = f"suyuan_flush_{table}"
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
+        )
+        _copy_rows(conn, f"COPY pg_temp.{staging} ({columns}) FROM STDIN", rows)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM pg_temp.{staging} "
+            f"ON CONFLICT ({', '.join(spec.key)}) {conflict}"
+        )
 
 
 def _node_reader(
@@ -180,7 +262,10 @@ def _storage_errors(method: _F) -> _F:
             sqlite3.Error,
             psycopg.Error,
         ) as exc:  # driver errors too: proofs use the driver
-            raise StorageError(f"database error: {getattr(exc, 'orig', None) or exc}") from None
+            detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            if is_disk_full_error(exc):  # e.g. PostgreSQL's temporary files for a big sort
+                raise StorageError(f"{DISK_FULL_MESSAGE} ({detail})") from None
+            raise StorageError(f"database error: {detail}") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -257,7 +342,7 @@ class Log:
                     id=1, size=0, last_hash=b"", last_time="", registry_seq=-1
                 )
             )
-            log._publish(conn, CompactRange.empty(), log.clock())
+            log._publish(conn, CompactRange.empty(), format_time(log.clock()))
         return log
 
     @classmethod
@@ -273,6 +358,8 @@ class Log:
                 meta = select(schema.meta.c.name, schema.meta.c.value)
                 rows = {r.name: r.value for r in conn.execute(meta)}
         except SQLAlchemyError as exc:  # no tables, no database, no server: no usable log here
+            if is_disk_full_error(exc):  # not a missing log: `suyuan init` would not help
+                raise StorageError(f"{DISK_FULL_MESSAGE} ({getattr(exc, 'orig', exc)})") from None
             raise ConfigError(f"no log in this database (run `suyuan init`): {exc}") from None
         if "origin" not in rows or "log_vkey" not in rows:
             raise ConfigError("no log in this database (run `suyuan init`)")
@@ -486,14 +573,17 @@ class Log:
                     _insert_many(conn, "tree_nodes", ("level", "idx", "hash"), node_rows)
                     if registry_seq != row.registry_seq:
                         self._store_keys(conn, state)
-                    flush(conn, state.rows)
+                    _flush(conn, state.rows)
                     _sql(
                         conn,
                         "UPDATE log_state SET size = ?, last_hash = ?, last_time = ?, registry_seq = ? "
                         "WHERE id = 1",
                         (seq, prev, time, registry_seq),
                     )
-                    self._publish(conn, rng, self.clock())
+                    # Never older than the entries it covers, nor than the checkpoint
+                    # before it: a clock that stepped back MUST NOT make /healthz's
+                    # checkpoint time (or a monitor watching it) go backwards.
+                    self._publish(conn, rng, max(format_time(self.clock()), time))
             # Committed: the caches now describe the database.
             if accepted:
                 state.rows = Projection()  # the next transaction reads the tables afresh
@@ -602,9 +692,16 @@ class Log:
         self._range = self._state = self._registry_seq = None
 
     def _stored_digests(self, conn: Connection, batch: list[_Request]) -> dict[bytes, int]:
-        """Seqs of the statements in ``batch`` that are already in the log: one query per 500."""
+        """Seqs of the statements in ``batch`` that are already in the log: one query per 500
+        (PostgreSQL: one query, the digests as one binary array parameter: 10 ms per 1,000
+        digests against 24 ms as IN-lists, which psycopg parses afresh every time)."""
         digests = [signed.statement.digest() for request in batch for signed in request.items]
         found: dict[bytes, int] = {}
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(
+                "SELECT seq, stmt_hash FROM entries WHERE stmt_hash = ANY(%b)", (digests,)
+            )
+            return {bytes(digest): int(seq) for seq, digest in rows}
         for start in range(0, len(digests), 500):
             chunk = tuple(digests[start : start + 500])
             marks = ", ".join("?" * len(chunk))
@@ -683,14 +780,13 @@ class Log:
             )
         return rng
 
-    def _publish(self, conn: Connection, rng: CompactRange, moment: datetime) -> StoredCheckpoint:
+    def _publish(self, conn: Connection, rng: CompactRange, created: str) -> StoredCheckpoint:
         """Stage 5: sign and store the checkpoint for the tree ``rng`` describes."""
         assert self.signer is not None
         cp = Checkpoint(
             origin=self.origin, size=rng.size, root=rng.root() if rng.size else EMPTY_ROOT
         )
         note = sign_checkpoint(cp, self.signer)
-        created = format_time(moment)
         _sql(
             conn,
             "INSERT INTO checkpoints (size, root, note, created) VALUES (?, ?, ?, ?)",

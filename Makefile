@@ -6,7 +6,9 @@
 #   make system-deps   OS packages the tests need (PostgreSQL 15), only when missing
 #   make run           development server on http://127.0.0.1:8000 (init + demo data first)
 #   make bench         benchmarks (bench/), figures go to BENCHMARKS.md (bench.site keeps
-#                      its 1M-entry ledger in bench/out/ between runs)
+#                      its 1M-entry ledger in bench/out/ between runs; bench.writers,
+#                      bench.witness and bench.mirror: PostgreSQL writers, witness round
+#                      trip, mirroring)
 #   make clean         remove .venv and caches (never the instance folder)
 
 SHELL := bash
@@ -59,6 +61,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.domain
 	$(BIN)/python -m bench.labels
 	$(BIN)/python -m bench.site --reuse
+	$(BIN)/python -m bench.writers
+	$(BIN)/python -m bench.witness --out BENCHMARKS.md
+	$(BIN)/python -m bench.mirror --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import machine, new_log, signed_batch
+from bench.sections import replace_section
 from ledger.log import Log
 from ledger.note import Signer
 from ledger.static import export
@@ -83,6 +84,7 @@ def _grow(log: Log, author: Signer, count: int, batch: int = 10_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, help="also write the section into this file")
     args = parser.parse_args()
     count: int = args.entries
     rows: list[tuple[str, str, str]] = []
@@ -163,11 +165,23 @@ def main() -> None:
             server.shutdown()
             log.engine.dispose()
 
-    print(f"\nMachine: {machine()}\n")
-    print("| measurement | result | notes |")
-    print("|---|---:|---|")
-    for what, value, note in rows:
-        print(f"| {what} | {value} | {note} |")
+    lines = [
+        "## Mirror: `suyuan mirror` of a Suyuan log",
+        "",
+        "Written by `python -m bench.mirror`: an N-entry ledger exported and served by a local",
+        "static HTTP server, mirrored by the real CLI in its own process (wall time includes its",
+        "start-up).",
+        "",
+        f"- Machine: {machine()}",
+        f"- Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {count:,} entries",
+        "",
+        "| measurement | result | notes |",
+        "|---|---:|---|",
+        *(f"| {what} | {value} | {note} |" for what, value, note in rows),
+    ]
+    print("\n".join(lines))
+    if args.out is not None:
+        replace_section(args.out, "mirror", lines)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,13 @@ def _write(conn: Connection, buffer: Mapping[tuple[str, str], _Pending]) -> None
         conn.execute(statement)
 
 
+#: At most this many visitor ids (32 bytes each) wait in one process's buffer.  While the
+#: database cannot be written (a read-only host whose primary is down) the buffer keeps
+#: growing; past this many, scans are still counted but further new visitors are not, so
+#: memory stays bounded (~10 MB) and only the distinct-visitor figure undercounts.
+MAX_BUFFERED_VISITORS = 200_000
+
+
 class ScanCounter:
     """One process's scan buffer for one database; thread-safe.
 
@@ -263,6 +270,9 @@ class ScanCounter:
         self._flush_lock = threading.Lock()  # one flush at a time
         self._buffer: dict[tuple[str, str], _Pending] = {}
         self._buffered = 0
+        self._visitor_ids = 0  # visitor ids in _buffer (bounded by max_visitors)
+        self.max_visitors = MAX_BUFFERED_VISITORS
+        self._dropped_visitors = False  # the cap was reached (logged once)
         self._day_keys: dict[str, bytes] = {}
         self._buffer_days: set[str] = set()  # the days in the buffer (today's, mostly)
         self._totals: OrderedDict[str, tuple[float, ScanStats]] = OrderedDict()
@@ -287,7 +297,18 @@ class ScanCounter:
                 pending = self._buffer[(code, day)] = _Pending()
                 self._buffer_days.add(day)
             pending.scans += 1
-            pending.visitors.add(visitor_id(key, address or "unknown"))
+            visitor = visitor_id(key, address or "unknown")
+            if visitor not in pending.visitors:
+                if self._visitor_ids < self.max_visitors:
+                    pending.visitors.add(visitor)
+                    self._visitor_ids += 1
+                elif not self._dropped_visitors:
+                    self._dropped_visitors = True
+                    log.warning(
+                        "scan buffer holds %d visitors and cannot be written; counting "
+                        "scans but no further visitors until it can",
+                        self._visitor_ids,
+                    )
             self._buffered += 1
             full = self._buffered >= self.flush_scans
         if self.background:
@@ -310,6 +331,7 @@ class ScanCounter:
                 buffer, self._buffer = self._buffer, {}
                 self._buffer_days = set()
                 count, self._buffered = self._buffered, 0
+                self._visitor_ids = 0
             if not buffer:
                 return 0
             try:
@@ -319,6 +341,7 @@ class ScanCounter:
                 self._put_back(buffer, count)
                 raise
             with self._lock:
+                self._dropped_visitors = False
                 # The written scans move from the buffer into the stored totals: add them to
                 # the cached totals rather than re-read every code (a visitor seen in two
                 # flushes of one day counts twice until the totals are re-read, at most
@@ -338,7 +361,9 @@ class ScanCounter:
                 pending = self._buffer.setdefault(key, _Pending())
                 self._buffer_days.add(key[1])
                 pending.scans += old.scans
+                before = len(pending.visitors)
                 pending.visitors |= old.visitors
+                self._visitor_ids += len(pending.visitors) - before
             self._buffered += count
 
     def _ensure_thread(self) -> None:

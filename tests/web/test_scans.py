@@ -217,6 +217,30 @@ def test_buffered_counts_are_written_in_one_flush_and_survive_a_failed_one(
         engine.dispose()
 
 
+def test_an_unwritable_buffer_stays_bounded_and_keeps_counting_scans(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'scans.db'}")  # no tables: every flush fails
+    try:
+        counter = ScanCounter(engine, SECRET, background=False)
+        counter.max_visitors = 3
+        addresses = [f"192.0.2.{i}" for i in range(10)]
+        for address in addresses:
+            counter.record("/b/L1", address, day="2026-03-01")
+        counter.record("/b/L1", addresses[0], day="2026-03-01")  # a visitor already held
+        with pytest.raises(StorageError):
+            counter.flush()  # put back: still bounded
+        counter.record("/b/L1", addresses[9], day="2026-03-01")
+        assert counter.pending() == 12  # every scan counted
+        assert counter.stats("/b/L1") == ScanStats(12, 3, "2026-03-01")  # visitors capped
+        upgrade(engine)
+        assert counter.flush() == 12
+        counter.record("/b/L1", addresses[9], day="2026-03-01")  # room again after a write
+        assert counter.flush() == 1
+        assert stored(engine, "/b/L1") == [("2026-03-01", 13, 4)]
+        counter.close()
+    finally:
+        engine.dispose()
+
+
 def test_the_flusher_thread_writes_when_full_or_on_time(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'scans.db'}")
     upgrade(engine)

@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ledger.db import is_read_only_error
+from ledger.db import DISK_FULL_MESSAGE, is_disk_full_error, is_read_only_error
 from ledger.errors import ConfigError, StorageError
 from ledger.instance import Instance
 from ledger.log import Log
@@ -154,16 +154,21 @@ def _database_error(exc: DBAPIError) -> ResponseReturnValue:
     ``/log/`` plain text and the pages their error page.  Other database errors are
     bugs: re-raised, they become Flask's 500 with the traceback logged.
     """
+    full = is_disk_full_error(exc)
     if not (
-        exc.connection_invalidated or isinstance(exc, OperationalError) or is_read_only_error(exc)
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError)
+        or is_read_only_error(exc)
+        or full
     ):
         raise exc
     log.warning("database unavailable: %s", exc.orig)
-    message = (
-        "the database is read-only here (a replica): try the primary"
-        if is_read_only_error(exc)
-        else "the database is unavailable; try again shortly"
-    )
+    if full:
+        message = DISK_FULL_MESSAGE
+    elif is_read_only_error(exc):
+        message = "the database is read-only here (a replica): try the primary"
+    else:
+        message = "the database is unavailable; try again shortly"
     try:
         # Raised, so that handle_user_exception's bare ``raise`` (no handler found)
         # re-raises this error and not the DBAPIError being handled.

@@ -58,6 +58,7 @@ from ledger.errors import (
     StorageError,
     VerificationError,
 )
+from ledger.log import insert_many, store_keys
 from ledger.merkle import EMPTY_ROOT, CompactRange, NodeId
 from ledger.note import Verifier, parse_vkey, split_note
 from ledger.projection import Projection, SqlSource, flush
@@ -149,16 +150,6 @@ def _marker(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _insert_many(
-    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    if rows:
-        marks = ", ".join([_marker(conn)] * len(columns))
-        conn.exec_driver_sql(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", list(rows)
-        )
-
-
 class _Ingest:
     """One ingest transaction on ``conn`` (which holds the database write lock)."""
 
@@ -237,7 +228,7 @@ class _Ingest:
             )
         auditor.finish()  # a backstop: the checks above are the ones that can fail here
         self._write_pending()
-        self._store_keys(state.keys)
+        store_keys(self.conn, state.keys)
         flush(self.conn, state.rows)
         new_size = size + count
         if new_size != size:
@@ -429,39 +420,14 @@ class _Ingest:
             yield decoded.entry, nodes
 
     def _write_pending(self) -> None:
-        _insert_many(
+        insert_many(
             self.conn, "entries", ("seq", "kind", "stmt_hash", "leaf"), self._pending_entries
         )
-        _insert_many(self.conn, "tree_nodes", ("level", "idx", "hash"), self._pending_nodes)
-        _insert_many(
+        insert_many(self.conn, "tree_nodes", ("level", "idx", "hash"), self._pending_nodes)
+        insert_many(
             self.conn, "checkpoints", ("size", "root", "note", "created"), self._pending_checkpoints
         )
         self._pending_entries, self._pending_nodes, self._pending_checkpoints = [], [], []
-
-    def _store_keys(self, keys: dict[str, KeyRecord]) -> None:
-        """Bring the ``keys`` projection to the replayed registry (only rows that differ)."""
-        k = schema.keys.c
-        stored = {
-            r.key_id: KeyRecord(
-                r.key_id, r.name, r.vkey, r.role, r.org, r.registered_seq, r.revoked_seq
-            )
-            for r in self.conn.execute(select(schema.keys))
-        }
-        for key_id, record in keys.items():
-            if stored.get(key_id) == record:
-                continue
-            values = {
-                "name": record.name,
-                "vkey": record.vkey,
-                "role": record.role,
-                "org": record.org,
-                "registered_seq": record.registered_seq,
-                "revoked_seq": record.revoked_seq,
-            }
-            if key_id in stored:
-                self.conn.execute(schema.keys.update().where(k.key_id == key_id).values(**values))
-            else:
-                self.conn.execute(schema.keys.insert().values(key_id=key_id, **values))
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,7 +110,7 @@ def _sql(conn: Connection, statement: str, params: tuple[Any, ...] = ()) -> Any:
     return conn.exec_driver_sql(statement, params)
 
 
-def _insert_many(
+def insert_many(
     conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Insert rows through the driver: the append hot path skips SQLAlchemy's per-row
@@ -119,7 +119,10 @@ def _insert_many(
     PostgreSQL: ``COPY … FROM STDIN`` — an entry and its two tree nodes cost ~30 µs
     of client and server time together, against ~135 µs as a pipelined executemany
     (one Bind/Execute per row).  SQLite: executemany, already in-process and cheap.
+    No rows: nothing is sent.
     """
+    if not rows:
+        return
     if conn.dialect.name == "postgresql":
         _copy_rows(conn, f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows)
         return
@@ -280,6 +283,36 @@ class _Request:
         self.entries: list[Entry] = []
         self.error: BaseException | None = None
         self.refused: SignedStatement | None = None  # the statement a kind's rule refused
+
+
+def read_keys(conn: Connection) -> dict[str, KeyRecord]:
+    """The ``keys`` projection table, by key id (a read cache of the key.* entries)."""
+    return {
+        r.key_id: KeyRecord(
+            r.key_id, r.name, r.vkey, r.role, r.org, r.registered_seq, r.revoked_seq
+        )
+        for r in conn.execute(select(schema.keys))
+    }
+
+
+def store_keys(conn: Connection, keys: Mapping[str, KeyRecord]) -> None:
+    """Bring the ``keys`` table to the replayed registry ``keys``: only rows that differ."""
+    stored = read_keys(conn)
+    for key_id, record in keys.items():
+        if stored.get(key_id) == record:
+            continue
+        values = {
+            "name": record.name,
+            "vkey": record.vkey,
+            "role": record.role,
+            "org": record.org,
+            "registered_seq": record.registered_seq,
+            "revoked_seq": record.revoked_seq,
+        }
+        if key_id not in stored:
+            conn.execute(insert(schema.keys).values(key_id=key_id, **values))
+        else:
+            conn.execute(update(schema.keys).where(schema.keys.c.key_id == key_id).values(**values))
 
 
 class Log:
@@ -569,8 +602,8 @@ class Log:
                     node_rows.extend(nodes)
                     accepted.append(request)
                 if accepted:
-                    _insert_many(conn, "entries", ("seq", "kind", "stmt_hash", "leaf"), entry_rows)
-                    _insert_many(conn, "tree_nodes", ("level", "idx", "hash"), node_rows)
+                    insert_many(conn, "entries", ("seq", "kind", "stmt_hash", "leaf"), entry_rows)
+                    insert_many(conn, "tree_nodes", ("level", "idx", "hash"), node_rows)
                     if registry_seq != row.registry_seq:
                         self._store_keys(conn, state)
                     _flush(conn, state.rows)
@@ -679,7 +712,7 @@ class Log:
             return
         try:
             with write_connection(self.engine) as conn:
-                _insert_many(
+                insert_many(
                     conn,
                     "refusals",
                     ("time", "kind", "code", "reason", "statement", "key_ids"),
@@ -796,35 +829,15 @@ class Log:
 
     def _store_keys(self, conn: Connection, state: RuleState) -> None:
         """Rewrite the key projection rows that differ from ``state`` (only after key.* entries)."""
-        stored = self._read_keys(conn)
-        for key_id, record in state.keys.items():
-            values = {
-                "name": record.name,
-                "vkey": record.vkey,
-                "role": record.role,
-                "org": record.org,
-                "registered_seq": record.registered_seq,
-                "revoked_seq": record.revoked_seq,
-            }
-            if key_id not in stored:
-                conn.execute(insert(schema.keys).values(key_id=key_id, **values))
-            elif stored[key_id] != record:
-                conn.execute(
-                    update(schema.keys).where(schema.keys.c.key_id == key_id).values(**values)
-                )
+        store_keys(conn, state.keys)
 
     # --- reading --------------------------------------------------------------------
 
     def _read_keys(self, conn: Connection | None = None) -> dict[str, KeyRecord]:
         if conn is None:
             with self.engine.connect() as own:
-                return self._read_keys(own)
-        return {
-            r.key_id: KeyRecord(
-                r.key_id, r.name, r.vkey, r.role, r.org, r.registered_seq, r.revoked_seq
-            )
-            for r in conn.execute(select(schema.keys))
-        }
+                return read_keys(own)
+        return read_keys(conn)
 
     @_storage_errors
     def registered_keys(self) -> list[KeyRecord]:

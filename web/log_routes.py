@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from ledger.errors import Error, InvalidInput, NotFound, StorageError
-from ledger.tiles import EntryBundle, parse_tile_path
+from ledger.tiles import EntryBundle, Tile, parse_tile_path
 from ledger.witnessing import cosigned_note
 from web.errors import classify
 from web.extensions import reader
@@ -21,7 +21,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=2, must-revalidate"
 
 
-def _plain(status: int, message: str) -> Response:
+def plain(status: int, message: str) -> Response:
     response = Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -30,7 +30,7 @@ def _plain(status: int, message: str) -> Response:
 @bp.errorhandler(Error)
 def _error(exc: Error) -> Response:
     status, _code = classify(exc)
-    return _plain(status, str(exc))
+    return plain(status, str(exc))
 
 
 _latest_lock = threading.Lock()
@@ -93,6 +93,11 @@ def tile(rest: str) -> Response:
         body = log.entry_bundle(resource.index, resource.width)
     else:
         body = log.tile(resource.level, resource.index, resource.width)
+    return tile_response(resource, body)
+
+
+def tile_response(resource: Tile | EntryBundle, body: bytes) -> Response:
+    """A tile or entry bundle as tlog-tiles serves it: immutable, bundles gzipped on request."""
     response = Response(body, content_type="application/octet-stream")
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["Vary"] = "Accept-Encoding"

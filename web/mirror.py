@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import json
 import logging
 import os
@@ -74,11 +73,10 @@ from ledger.ingest import (
 from ledger.note import Verifier
 from ledger.tiles import TILE_WIDTH, EntryBundle, decode_entry_bundle, parse_tile_path
 from web.errors import classify
+from web.log_routes import CHECKPOINT_CACHE, plain, tile_response
 
 log = logging.getLogger(__name__)
 
-IMMUTABLE = "public, max-age=31536000, immutable"  # as web/log_routes.py
-CHECKPOINT_CACHE = "public, max-age=2, must-revalidate"
 SYNC_FILE = "sync.json"
 LOCK_FILE = "sync.lock"
 SECRET_FILE = "secret_key"
@@ -298,16 +296,10 @@ def _directory() -> Path:
     return Path(current_app.config["SUYUAN_MIRROR"])
 
 
-def _plain(status: int, message: str) -> Response:
-    response = Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 @files.errorhandler(Error)
 def _files_error(exc: Error) -> Response:
     status, _code = classify(exc)
-    return _plain(status, str(exc))
+    return plain(status, str(exc))
 
 
 @files.get("/log/checkpoint")
@@ -340,13 +332,7 @@ def tile(rest: str) -> Response:
         raise NotFound(f"{resource.path()} is not in this mirror") from None
     except OSError as exc:
         raise NotFound(f"{resource.path()}: cannot read it ({exc.strerror})") from None
-    response = Response(body, content_type="application/octet-stream")
-    response.headers["Cache-Control"] = IMMUTABLE
-    response.headers["Vary"] = "Accept-Encoding"
-    if isinstance(resource, EntryBundle) and request.accept_encodings.quality("gzip") > 0:
-        response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
-        response.headers["Content-Encoding"] = "gzip"
-    return response
+    return tile_response(resource, body)
 
 
 @files.get("/")
@@ -434,7 +420,7 @@ def mirror_json() -> Response:
 @about.errorhandler(Error)
 def _about_error(exc: Error) -> Response:
     status, _code = classify(exc)
-    return _plain(status, str(exc))
+    return plain(status, str(exc))
 
 
 # --- the apps -------------------------------------------------------------------------------------
@@ -451,7 +437,7 @@ def _refuse_writes() -> Response | None:
     if request.path.startswith("/api/"):
         response = jsonify({"error": {"code": "not_configured", "message": message}})
     else:
-        response = _plain(503, message)
+        response = plain(503, message)
     response.status_code = 503
     response.headers["Cache-Control"] = "no-store"
     response.headers["Retry-After"] = "86400"

@@ -67,7 +67,9 @@ def import_cmd(
     signers = [instance.author(name) for name in key_names]
     try:
         private = (
-            PrivateStore.for_instance(log.engine, instance.settings.instance, instance.env)
+            PrivateStore.for_instance(
+                log.engine, instance.settings.instance, instance.env, create=True
+            )
             if kind == "household.identified"
             else None
         )

@@ -55,7 +55,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -208,9 +208,14 @@ def _decode_key(text: str, where: str) -> bytes:
     return key
 
 
-def load_master_key(instance: Path, env: Mapping[str, str] | None = None) -> bytes:
+def load_master_key(
+    instance: Path, env: Mapping[str, str] | None = None, *, create: bool = True
+) -> bytes:
     """The 32-byte master key: ``SUYUAN_PRIVATE_KEY`` (base64) if set, else the file
-    ``<instance>/private.key`` (base64, one line), created on first use.
+    ``<instance>/private.key`` (base64, one line), created on first use unless
+    ``create`` is false (then a missing key is a :class:`ConfigError`: a command that
+    only reads or erases records MUST NOT mint a second master key, which would split
+    the records between two keys).
 
     The file is written to a temporary name (mode 0600, ``O_EXCL``), fsynced and then
     hard-linked into place, which fails if it exists: two processes starting at once
@@ -221,11 +226,22 @@ def load_master_key(instance: Path, env: Mapping[str, str] | None = None) -> byt
         return _decode_key(env[ENV_KEY], ENV_KEY)
     path = instance / KEY_FILE
     if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"no private-data master key: set {ENV_KEY} or restore {path} "
+                "(the first import of household records makes it)"
+            )
         _create_key_file(path)
     try:
         return _decode_key(path.read_text("ascii"), str(path))
     except (OSError, UnicodeError) as exc:
         raise ConfigError(f"cannot read the private-data master key {path}: {exc}") from None
+
+
+def _checked_master(key: bytes) -> bytes:
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"the master key must be {KEY_BYTES} bytes, got {len(key)}")
+    return key
 
 
 def _create_key_file(path: Path) -> None:
@@ -267,18 +283,41 @@ class PrivateStore:
     Every method runs in its own short transaction; none touches the ledger.
     """
 
-    def __init__(self, engine: Engine, master_key: bytes) -> None:
-        if len(master_key) != KEY_BYTES:
-            raise ConfigError(f"the master key must be {KEY_BYTES} bytes, got {len(master_key)}")
+    def __init__(self, engine: Engine, master_key: bytes | Callable[[], bytes]) -> None:
+        """``master_key`` is the key, or a function that loads it at the first use."""
         self.engine = engine
-        self._master = master_key
+        self._key: bytes | None = None
+        self._load_key: Callable[[], bytes] | None = None
+        if callable(master_key):
+            self._load_key = master_key
+        else:
+            self._key = _checked_master(master_key)
+
+    @property
+    def _master(self) -> bytes:
+        if self._key is None:
+            assert self._load_key is not None
+            self._key = _checked_master(self._load_key())
+        return self._key
 
     @classmethod
     def for_instance(
-        cls, engine: Engine, instance: Path, env: Mapping[str, str] | None = None
+        cls,
+        engine: Engine,
+        instance: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        create: bool = False,
     ) -> PrivateStore:
-        """The store with the instance's master key (:func:`load_master_key`)."""
-        return cls(engine, load_master_key(instance, env))
+        """The store with the instance's master key (:func:`load_master_key`).
+
+        With ``create`` (an import of household records) a missing key is made, but
+        only when the first record is stored, so an import refused at its checks
+        leaves no key behind.  Without it a missing key is a :class:`ConfigError`.
+        """
+        if create:
+            return cls(engine, lambda: load_master_key(instance, env))
+        return cls(engine, load_master_key(instance, env, create=False))
 
     # writing
 

@@ -297,7 +297,7 @@ def test_master_key_file_is_made_once_with_mode_0600(tmp_path: Path, sqlite_ledg
     path = instance / "private.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_master_key(instance, {}) == first
-    from_instance = PrivateStore.for_instance(sqlite_ledger.engine, instance, {})
+    from_instance = PrivateStore.for_instance(sqlite_ledger.engine, instance, {}, create=True)
     from_instance.store(CODE, person(), from_instance.prepare(person())[0])
     assert PrivateStore(sqlite_ledger.engine, first).open(CODE) == person()
     assert len(first) == 32
@@ -305,6 +305,21 @@ def test_master_key_file_is_made_once_with_mode_0600(tmp_path: Path, sqlite_ledg
     path.write_text("garbage\n")
     with pytest.raises(ConfigError, match=r"private\.key"):
         load_master_key(instance, {})
+
+
+def test_only_a_storing_import_makes_the_master_key(tmp_path: Path, sqlite_ledger: Ledger) -> None:
+    """Reading, proving or erasing never mints a second master key; an import makes it
+    when it stores its first record, not when it is merely opened."""
+    instance = tmp_path / "instance"
+    with pytest.raises(ConfigError, match="no private-data master key"):
+        PrivateStore.for_instance(sqlite_ledger.engine, instance, {})
+    with pytest.raises(ConfigError, match="SUYUAN_PRIVATE_KEY"):
+        load_master_key(instance, {}, create=False)
+    lazy = PrivateStore.for_instance(sqlite_ledger.engine, instance, {}, create=True)
+    assert not (instance / "private.key").exists()
+    lazy.store(CODE, person(), lazy.prepare(person())[0])
+    key = load_master_key(instance, {}, create=False)
+    assert PrivateStore(sqlite_ledger.engine, key).open(CODE) == person()
 
 
 def test_discard_undoes_a_store_whose_entry_was_refused(

@@ -16,6 +16,7 @@ development (``SUYUAN_DEV=1``) and testing, ``SUYUAN_SECRET_KEY`` is required.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -81,4 +82,42 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint.bp)
     app.before_request(auth.load_user)
     app.register_error_handler(HTTPException, api.api_aware_http_error)
+    app.wsgi_app = _RefuseUndecodableQuery(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class _RefuseUndecodableQuery:
+    """Answer 400 to a request whose raw query string is not UTF-8, before Flask sees it.
+
+    werkzeug decodes ``request.args`` lazily and raises UnicodeDecodeError (a 500) in
+    whichever code reads it first — a view, the locale selector, even the error page.
+    gunicorn refuses such a request line itself; other servers and proxies pass it on.
+    Percent-encoded bytes (``%FF``) are not affected: they stay encoded.  The answer is
+    JSON with a code under ``/api/v1`` and plain text elsewhere.
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        raw = environ.get("QUERY_STRING", "").encode("latin-1", "replace")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            message = f"the query string is not UTF-8 (byte {exc.start}); percent-encode it"
+            if environ.get("PATH_INFO", "").startswith("/api/"):
+                error = {"code": "invalid_input", "message": message}
+                body = json.dumps({"error": error}).encode()
+                kind = "application/json"
+            else:
+                body, kind = f"400 Bad Request: {message}\n".encode(), "text/plain; charset=utf-8"
+            start_response(
+                "400 BAD REQUEST",
+                [
+                    ("Content-Type", kind),
+                    ("Content-Length", str(len(body))),
+                    ("X-Content-Type-Options", "nosniff"),
+                ],
+            )
+            return [body]
+        return self.wsgi_app(environ, start_response)

@@ -24,7 +24,7 @@ from ledger.tokens import check_token
 from web.api_queries import add_query_routes, openapi_paths
 from web.errors import classify
 from web.extensions import instance, reader, writer
-from web.openapi import OPENAPI
+from web.openapi import OPENAPI, add_paths
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -44,10 +44,43 @@ def _ledger_error(exc: Error) -> Response:
     return _error(status, code, str(exc))
 
 
+#: Stable codes for the HTTP-level refusals (werkzeug's names may change between versions).
+_HTTP_CODES = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
-    code = (exc.name or "error").lower().replace(" ", "_")
-    return _error(exc.code or 500, code, exc.description or exc.name or "error")
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
+    if status == 404 and request.url_rule is None:
+        message = f"no API route {request.path}: see /api/v1/openapi.json for the routes"
+    elif status == 405:
+        allowed = getattr(exc, "valid_methods", None) or []
+        message = f"{request.method} is not allowed on {request.path}; allowed: " + (
+            ", ".join(sorted(allowed)) or "none"
+        )
+    elif status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"the request body is larger than this server takes ({limit} bytes)"
+    elif status >= 500:
+        message = "internal error: the request was not carried out"  # no internals in the answer
+    else:
+        message = exc.description or exc.name or "error"
+    response = _error(status, code, message)
+    if status == 405:
+        response.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+    return response
 
 
 def api_aware_http_error(exc: HTTPException) -> Response | HTTPException:
@@ -276,7 +309,11 @@ def post_blob() -> Response:
         raise InvalidInput("send the document as the request body")
     name = request.args.get("name") or "document"
     media_type = request.args.get("media_type") or request.mimetype or "application/octet-stream"
-    response = jsonify(evidence_document(_blobs(), data, name, media_type))
+    try:
+        record = evidence_document(_blobs(), data, name, media_type)
+    except InvalidInput as exc:  # the description is checked before anything is stored
+        raise InvalidInput(f"query parameters name / media_type: {exc}") from None
+    response = jsonify(record)
     response.status_code = 201
     return response
 
@@ -287,8 +324,13 @@ def post_entries() -> Response:
     refusal = _require_token()
     if refusal is not None:
         return refusal
-    if not request.mimetype == "application/json":
-        raise InvalidInput("send the statements as application/json")
+    if request.mimetype != "application/json":
+        return _error(
+            415,
+            "unsupported_media_type",
+            "send the statements as application/json, not "
+            + (repr(request.mimetype) if request.mimetype else "a body without a Content-Type"),
+        )
     value = canonical.parse(request.get_data(cache=False))
     if isinstance(value, dict) and set(value) == {"statements"}:
         raw = value["statements"]
@@ -317,4 +359,4 @@ def post_entries() -> Response:
 
 
 add_query_routes(bp)
-OPENAPI["paths"].update(openapi_paths())
+add_paths(openapi_paths())

@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``."""
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``.
+
+Every error under ``/api/v1`` is ``components/responses/Error``; the document lists,
+per operation, each status the API answers (tests/web/test_api.py drives each
+outcome, and tests/security/test_api_schemathesis.py fuzzes the API against it).
+"""
 
 from __future__ import annotations
 
@@ -157,6 +162,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _ERROR,
                     "409": _ERROR,
                     "413": _ERROR,
+                    "415": _ERROR,
                     "422": _ERROR,
                     "503": _ERROR,
                 },
@@ -269,6 +275,7 @@ OPENAPI: dict[str, Any] = {
                     ),
                     "400": _ERROR,
                     "401": _ERROR,
+                    "413": _ERROR,
                 },
             }
         },
@@ -280,3 +287,12 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def add_paths(paths: dict[str, Any]) -> None:
+    """Add path items to :data:`OPENAPI`; every operation may also answer 503 (the database
+    or the log key unavailable: retry later), which the document says once, here."""
+    OPENAPI["paths"].update(paths)
+    for item in OPENAPI["paths"].values():
+        for operation in item.values():
+            operation["responses"].setdefault("503", _ERROR)

@@ -104,17 +104,6 @@ def public_urls(site: ModuleSite) -> list[str]:
     return urls
 
 
-#: Refused attempts (``refusals``) are the origin's evidence beside the ledger, never logged.
-REFUSAL_LISTS = ("overspend_attempts", "duplicate_payment_attempts")
-
-
-def assert_same_but_refusals(ours: dict[str, object], theirs: dict[str, object]) -> None:
-    assert any(theirs[name] for name in REFUSAL_LISTS), "the demo tries an over-spend"
-    assert all(ours[name] == [] for name in REFUSAL_LISTS)
-    strip = lambda report: {k: v for k, v in report.items() if k not in REFUSAL_LISTS}  # noqa: E731
-    assert strip(ours) == strip(theirs)
-
-
 def test_pages_show_the_same_facts_as_the_origins(mirrored: Mirrored) -> None:
     origin, mirror = mirrored.origin.client, mirrored.client
     urls = public_urls(mirrored.origin)
@@ -123,9 +112,6 @@ def test_pages_show_the_same_facts_as_the_origins(mirrored: Mirrored) -> None:
     for url in urls:
         theirs, ours = origin.get(url, headers=EN), mirror.get(url, headers=EN)
         assert ours.status_code == theirs.status_code, url
-        if url.startswith("/api/v1/funds/anomalies"):
-            assert_same_but_refusals(ours.get_json(), theirs.get_json())
-            continue
         assert ours.data == theirs.data, url
         ok += theirs.status_code == 200
     assert ok >= len(urls) - 3  # a few queries refuse to run without a filter, on both

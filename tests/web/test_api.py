@@ -658,3 +658,206 @@ def test_every_api_error_is_json(reading: ModuleSite, method: str, url: str, sta
     response = reading.client.open(url, method=method)
     error = assert_json_error(response, status)
     assert error["code"] != "error"
+
+
+# --- bad input found by fuzzing (tests/security, tests/fuzz): regressions ---------------------
+
+
+def _raw_note(log: Log, signer: Signer, extra: str) -> bytes:
+    """A valid signed note with ``extra`` spliced into its body as raw JSON text."""
+    raw = json.dumps(note_json(log, "x", signer))
+    return raw.replace('"text": "x"', '"text": "x", ' + extra).encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("nan", "NaN"),
+        ("infinity", "Infinity"),
+        ("huge_integer", "range"),
+        ("very_long_integer", "JSON number"),
+        ("deep_arrays", "nested deeper"),
+        ("deep_objects", "nested deeper"),
+        ("lone_surrogate", "surrogate"),
+        ("byte_order_mark", "BOM"),
+        ("top_level_number", "object"),
+        ("top_level_null", "object"),
+        ("utf16", "UTF-8"),
+        ("empty_body", "JSON"),
+    ],
+)
+def test_json_the_parser_refuses_changes_nothing(writing: Writing, name: str, needle: str) -> None:
+    site, log, bob = writing.site, writing.site.log, writing.bob
+    body = {
+        "nan": _raw_note(log, bob, '"n": NaN'),
+        "infinity": _raw_note(log, bob, '"n": -Infinity'),
+        "huge_integer": _raw_note(log, bob, '"n": 9007199254740992'),
+        "very_long_integer": _raw_note(log, bob, '"n": ' + "9" * 5000),
+        "deep_arrays": b"[" * 100_000 + b"]" * 100_000,
+        "deep_objects": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        "lone_surrogate": _raw_note(log, bob, '"n": "\\ud800"'),
+        "byte_order_mark": b"\xef\xbb\xbf" + json.dumps(note_json(log, "x", bob)).encode(),
+        "top_level_number": b"1",
+        "top_level_null": b"null",
+        "utf16": json.dumps(note_json(log, "x", bob)).encode("utf-16"),
+        "empty_body": b"",
+    }[name]
+    before = dump(site.instance.engine)
+    error = assert_json_error(post(site.client, body, writing.token), 400)
+    assert error["code"] in ("invalid_input", "invalid_entry")
+    assert needle in error["message"], error["message"]
+    assert dump(site.instance.engine) == before
+
+
+def test_a_body_that_is_not_json_is_415(writing: Writing) -> None:
+    site = writing.site
+    body = json.dumps(note_json(site.log, "x", writing.bob))
+    before = dump(site.instance.engine)
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", ""]:
+        response = post(site.client, body, writing.token, content_type=content_type)
+        error = assert_json_error(response, 415, "unsupported_media_type")
+        assert "application/json" in error["message"]
+    assert dump(site.instance.engine) == before
+
+
+def test_routing_errors_say_what_exists(reading: ModuleSite) -> None:
+    error = assert_json_error(reading.client.get("/api/v1/nope"), 404, "not_found")
+    assert "/api/v1/nope" in error["message"] and "openapi.json" in error["message"]
+    response = reading.client.delete("/api/v1/keys")
+    error = assert_json_error(response, 405, "method_not_allowed")
+    assert "DELETE" in error["message"] and "GET" in error["message"]
+    assert "GET" in response.headers["Allow"]
+
+
+def test_oversize_blob_is_413_json(site: Site, token: str) -> None:
+    data = b"x" * (site.app.config["MAX_CONTENT_LENGTH"] + 1)
+    headers = {"Authorization": f"Bearer {token}"}
+    response = site.app.test_client().post("/api/v1/blobs", data=data, headers=headers)
+    error = assert_json_error(response, 413, "too_large")
+    assert str(site.app.config["MAX_CONTENT_LENGTH"]) in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [("name=" + "x" * 300, "name"), ("media_type=a%00b", "media_type"), ("media_type=x", "")],
+)
+def test_blob_description_refused_before_anything_is_stored(
+    site: Site, token: str, query: str, needle: str
+) -> None:
+    store = site.instance.settings.instance / "blobs"
+    before = sorted(store.rglob("*")) if store.exists() else []
+    headers = {"Authorization": f"Bearer {token}"}
+    response = site.app.test_client().post(f"/api/v1/blobs?{query}", data=b"doc", headers=headers)
+    error = assert_json_error(response, 400, "invalid_input")
+    assert needle in error["message"] and "query parameters" in error["message"]
+    assert (sorted(store.rglob("*")) if store.exists() else []) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/households?limit=",
+        "/api/v1/households?status=",
+        "/api/v1/batches/provenance?lot=x&depth=",
+        "/api/v1/projects/overdue?as_of=",
+        "/api/v1/funds/anomalies?today=",
+    ],
+)
+def test_an_empty_number_date_or_choice_is_refused(reading: ModuleSite, url: str) -> None:
+    error = assert_json_error(reading.client.get(url), 400, "invalid_input")
+    assert "empty" in error["message"]
+    # an empty free-text filter is "not given", as the portal's forms send it
+    assert reading.client.get("/api/v1/households?village=").status_code == 200
+
+
+def test_an_unexpected_failure_is_a_json_500_without_internals(
+    reading: ModuleSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web.api
+
+    def broken() -> Log:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(web.api, "reader", broken)
+    monkeypatch.setitem(reading.app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production
+    response = reading.client.get("/api/v1/keys")
+    error = assert_json_error(response, 500, "internal_error")
+    assert "secret" not in response.get_data(as_text=True)
+    assert error["message"]
+
+
+# --- the anomaly report: refused attempts only for auditors -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def anomalies_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleSite]:
+    from ledger.demo import load_demo
+    from tests.web.portal import add_user
+
+    with make_site(tmp_path_factory.mktemp("anomalies")) as made:
+        load_demo(made.instance, households=20)
+        add_user(made.instance, made.admin, "aud", "auditor", "审计局 Audit bureau")
+        add_user(made.instance, made.admin, "vill", "village_approver", "新兴村村民委员会")
+        yield made
+
+
+REFUSAL_LISTS = ("overspend_attempts", "duplicate_payment_attempts")
+ANOMALIES = "/api/v1/funds/anomalies?today=2021-01-01"
+
+
+def test_anomalies_withhold_refused_attempts_unless_an_auditor_asks(
+    anomalies_site: ModuleSite,
+) -> None:
+    from tests.web.portal import signed_in
+
+    app = anomalies_site.app
+    token = create_token(anomalies_site.instance.engine, "reader")
+    auditor = signed_in(app, "aud").get(ANOMALIES)
+    assert auditor.status_code == 200
+    full = auditor.get_json()
+    assert full["overspend_attempts"], "the demo tries an over-spend"
+    assert full["overspend_attempts"][0]["body"] and full["overspend_attempts"][0]["key_ids"]
+    answers = {
+        "anonymous": anomalies_site.client.get(ANOMALIES),
+        "token": anomalies_site.client.get(ANOMALIES, headers={"Authorization": f"Bearer {token}"}),
+        "official": signed_in(app, "vill").get(ANOMALIES),
+    }
+    for who, response in {**answers, "auditor": auditor}.items():
+        assert response.status_code == 200, who
+        assert response.headers["Cache-Control"] == "private, no-store", who
+        assert "Cookie" in response.headers["Vary"], who
+    for who, response in answers.items():
+        report = response.get_json()
+        assert all(report[name] == [] for name in REFUSAL_LISTS), who
+        # the findings computed from the public ledger are all there
+        assert {k: v for k, v in report.items() if k not in REFUSAL_LISTS} == {
+            k: v for k, v in full.items() if k not in REFUSAL_LISTS
+        }, who
+    body = full["overspend_attempts"][0]["body"]["id"]
+    public_csv = anomalies_site.client.get(ANOMALIES + "&format=csv").get_data(as_text=True)
+    assert "overdue_milestones" in public_csv
+    assert "overspend_attempts" not in public_csv and body not in public_csv
+    auditor_csv = signed_in(app, "aud").get(ANOMALIES + "&format=csv").get_data(as_text=True)
+    assert "overspend_attempts" in auditor_csv and body in auditor_csv
+    description = OPENAPI["paths"]["/funds/anomalies"]["get"]["description"]
+    assert "auditor" in description and "overspend_attempts" in description
+
+
+@pytest.mark.parametrize("url", ["/api/v1/households", "/api/v1/entries/1", "/api/v1/keys"])
+def test_a_query_string_that_is_not_utf8_is_refused(reading: ModuleSite, url: str) -> None:
+    """Raw bytes (not percent-encoded) that are not UTF-8: werkzeug's ``request.args`` raised."""
+    response = reading.client.get(url, environ_overrides={"QUERY_STRING": "size=\x80\xff"})
+    error = assert_json_error(response, 400, "invalid_input")
+    assert "UTF-8" in error["message"]
+    # percent-encoded, the same bytes are just a bad value
+    assert reading.client.get(url + "?size=%80%FF").status_code in (200, 400)
+
+
+@pytest.mark.parametrize("url", ["/", "/e/1", "/01/09520001000010/10/X1", "/lang/en"])
+def test_pages_refuse_a_query_string_that_is_not_utf8_too(reading: ModuleSite, url: str) -> None:
+    """Every page reads ``request.args`` (at least the locale selector does): a 400, not a 500."""
+    response = reading.client.get(url, environ_overrides={"QUERY_STRING": "lang=\x80"})
+    assert response.status_code == 400
+    assert response.content_type.startswith("text/plain")
+    assert "not UTF-8" in response.get_data(as_text=True)
+    assert reading.client.get(url + "?lang=%80").status_code < 500

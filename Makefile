@@ -9,6 +9,10 @@
 #                      its 1M-entry ledger in bench/out/ between runs; bench.writers,
 #                      bench.witness and bench.mirror: PostgreSQL writers, witness round
 #                      trip, mirroring)
+#   make fuzz          coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS each
+#                      (default 300); new inputs and any crash go to .fuzz/NAME
+#   make soak          30-minute soak of the production server on loopback (bench.soak);
+#                      figures go to BENCHMARKS.md
 #   make clean         remove .venv and caches (never the instance folder)
 
 SHELL := bash
@@ -21,7 +25,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install lint test system-deps run bench clean
+.PHONY: venv install lint test system-deps run bench fuzz soak clean
 
 venv install: $(STAMP)
 
@@ -65,6 +69,18 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.witness --out BENCHMARKS.md
 	$(BIN)/python -m bench.mirror --out BENCHMARKS.md
 
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	for target in $$($(BIN)/python -m tests.fuzz.run --list); do \
+	  $(BIN)/python -m tests.fuzz.run "$$target" --seconds $(FUZZ_SECONDS) --keep .fuzz/"$$target" \
+	    || exit 1; \
+	done
+
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	@SUYUAN_SYSDEPS_BENCH=1 scripts/install-system-deps.sh
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --out BENCHMARKS.md
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -124,6 +124,13 @@ def _refuse_float(text: str) -> Any:
     raise InvalidInput(f"number {text} is not an integer (amounts are integer fen; no fractions)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf, which no JSON text can carry back
+        raise InvalidInput(f"number {text[:40]} is out of range (not a finite double)")
+    return value
+
+
 def _check_int(text: str) -> int:
     value = int(text)
     if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
@@ -135,7 +142,8 @@ def parse(data: bytes | str, *, allow_floats: bool = False, check_strings: bool 
     """Parse one JSON text strictly.
 
     Raises :class:`InvalidInput` for: invalid UTF-8, invalid JSON, duplicate keys,
-    ``NaN``/``Infinity``, integers outside ±(2**53-1), lone surrogates, nesting
+    ``NaN``/``Infinity`` (and numbers too large for a double), integers outside
+    ±(2**53-1), lone surrogates, nesting
     deeper than :data:`MAX_DEPTH`, and — unless ``allow_floats`` — any number
     with a fraction or exponent.  ``check_strings=False`` skips the lone-surrogate
     walk for callers that re-encode the value with :func:`dumps` anyway (which
@@ -155,7 +163,7 @@ def parse(data: bytes | str, *, allow_floats: bool = False, check_strings: bool 
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_refuse_constant,
-            parse_float=float if allow_floats else _refuse_float,
+            parse_float=_finite_float if allow_floats else _refuse_float,
             parse_int=_check_int,
         )
     except json.JSONDecodeError as exc:

@@ -349,7 +349,11 @@ def decode_entry(leaf: bytes) -> Entry:
         )
     seq = value["seq"]
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise InvalidEntry(f"seq {seq!r} is not a non-negative integer")
+        raise InvalidEntry(f"seq {str(seq)[:40]} is not a non-negative integer")
+    if seq > canonical.MAX_SAFE_INTEGER:
+        # RFC 8785 writes numbers as IEEE doubles: a larger integer has no canonical form
+        # that reads back as itself, and the strict parser refuses it.
+        raise InvalidEntry(f"seq {str(seq)[:40]} is outside the I-JSON range 0..2**53-1")
     prev_hex = value["prev"]
     if not isinstance(prev_hex, str) or not (prev_hex == "" or _HEX64_RE.fullmatch(prev_hex)):
         raise InvalidEntry(

@@ -22,6 +22,7 @@ from ledger.errors import InvalidInput, StorageError, VerificationError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "MAX_SIZE",
     "CompactRange",
     "HashReader",
     "NodeId",
@@ -78,12 +79,23 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 # argument checks
 
 
+MAX_SIZE = (1 << 64) - 1
+"""Largest tree size or leaf index accepted: RFC 9162 sizes are uint64."""
+
+
+def _int_text(value: int) -> str:
+    """``value`` for a message; huge ints would hit Python's int-to-str digit limit."""
+    return str(value) if value.bit_length() <= 128 else f"a {value.bit_length()}-bit integer"
+
+
 def _require_int(name: str, value: object, minimum: int = 0) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; raise InvalidInput otherwise."""
+    """Return ``value`` if it is an int in ``minimum``..2**64-1; raise InvalidInput otherwise."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput(f"{name}: expected an integer, found {type(value).__name__}")
     if value < minimum:
-        raise InvalidInput(f"{name}: expected an integer >= {minimum}, found {value}")
+        raise InvalidInput(f"{name}: expected an integer >= {minimum}, found {_int_text(value)}")
+    if value > MAX_SIZE:
+        raise InvalidInput(f"{name}: expected an integer <= 2**64-1, found {_int_text(value)}")
     return value
 
 
@@ -98,11 +110,18 @@ def _describe(value: object) -> str:
 
 
 def _verify_int(name: str, value: object) -> int:
-    """Like :func:`_require_int` with minimum 0, but raising VerificationError."""
+    """Like :func:`_require_int` with minimum 0, but raising VerificationError.
+
+    Sizes above 2**64-1 are refused here, before any message prints them.
+    """
     if not isinstance(value, int) or isinstance(value, bool):
         raise VerificationError(f"{name}: expected an integer, found {type(value).__name__}")
     if value < 0:
-        raise VerificationError(f"{name}: expected a non-negative integer, found {value}")
+        raise VerificationError(
+            f"{name}: expected a non-negative integer, found {_int_text(value)}"
+        )
+    if value > MAX_SIZE:
+        raise VerificationError(f"{name}: expected at most 2**64-1, found {_int_text(value)}")
     return value
 
 
@@ -305,7 +324,8 @@ def verify_inclusion(
     """Check that ``leaf_hash`` is leaf ``index`` of the tree of ``size`` with ``root``.
 
     Implements RFC 9162 §2.1.3.2.  Returns None on success; raises
-    VerificationError on any failure: index not below size, a hash (leaf, root
+    VerificationError on any failure: index not below size, either above
+    2**64-1 (RFC 9162 sizes are uint64), a hash (leaf, root
     or proof item) that is not 32 bytes, a proof of the wrong length, or a
     computed root that differs.  It MUST NOT raise anything else.
     """
@@ -356,6 +376,7 @@ def verify_consistency(
     Implements RFC 9162 §2.1.4.2.  Returns None on success; raises
     VerificationError on any failure.  Rules beyond the RFC text:
 
+    - sizes MUST be at most 2**64-1 (RFC 9162 sizes are uint64).
     - ``size1`` MUST be >= 1: consistency from the empty tree is refused (the
       C2SP witness rule for an old size of 0 is the caller's business).
     - ``size1 == size2`` needs an empty proof and ``root1 == root2`` (compared

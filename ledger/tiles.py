@@ -21,6 +21,7 @@ from ledger.merkle import HASH_SIZE, NodeId, node_hash
 
 __all__ = [
     "MAX_ENTRY_SIZE",
+    "MAX_INDEX",
     "MAX_LEVEL",
     "TILE_HEIGHT",
     "TILE_WIDTH",
@@ -49,6 +50,10 @@ MAX_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF
 """Largest entry an entry bundle can carry (uint16 length prefix)."""
 
+MAX_INDEX = ((1 << 64) - 1) >> TILE_HEIGHT
+"""Largest tile or bundle index a path may carry: that of the last tile of a 2**64-leaf tree."""
+
+_MAX_INDEX_ELEMENTS = -(-len(str(MAX_INDEX)) // 3)  # 17 digits: 6 elements
 _DIGITS = frozenset("0123456789")
 
 
@@ -146,6 +151,13 @@ def _parse_index(elements: list[str], path: str) -> int:
     """Parse ``x001/x234/067``-style elements strictly (canonical encoding only)."""
     if not elements:
         raise InvalidInput(f"tile path {path!r}: expected an index after the level, found none")
+    if len(elements) > _MAX_INDEX_ELEMENTS:
+        # Checked before any int() so a path of thousands of elements cannot hit
+        # Python's int-conversion digit limit (a ValueError).
+        raise InvalidInput(
+            f"tile path {path[:60]!r}…: expected at most {_MAX_INDEX_ELEMENTS} index elements "
+            f"(an index of at most {MAX_INDEX}), found {len(elements)}"
+        )
     digits = []
     for i, element in enumerate(elements):
         last = i == len(elements) - 1
@@ -162,7 +174,10 @@ def _parse_index(elements: list[str], path: str) -> int:
         digits.append(group)
     if len(digits) > 1 and digits[0] == "000":
         raise InvalidInput(f"tile path {path!r}: expected no leading 'x000' index element")
-    return int("".join(digits))
+    index = int("".join(digits))
+    if index > MAX_INDEX:
+        raise InvalidInput(f"tile path {path!r}: expected an index of at most {MAX_INDEX}")
+    return index
 
 
 def parse_tile_path(path: str) -> Tile | EntryBundle:
@@ -174,7 +189,8 @@ def parse_tile_path(path: str) -> Tile | EntryBundle:
     leading zeros or outside 1..255 (a full tile has no ``.p``), non-ASCII or
     non-digit characters, index elements that are not 3 digits, missing or
     stray ``x`` prefixes, a non-canonical ``x000`` first element, empty or
-    extra elements, and a leading or trailing slash.
+    extra elements, an index above :data:`MAX_INDEX` (no tree of at most
+    2**64 leaves has that tile), and a leading or trailing slash.
     """
     if not isinstance(path, str):
         raise InvalidInput(f"tile path: expected a string, found {type(path).__name__}")

@@ -82,6 +82,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint.bp)
     app.before_request(auth.load_user)
     app.register_error_handler(HTTPException, api.api_aware_http_error)
+    app.register_error_handler(413, public.too_large)  # a form's page says what the limits are
     app.wsgi_app = _RefuseUndecodableQuery(app.wsgi_app)  # type: ignore[method-assign]
     return app
 

@@ -3,7 +3,8 @@
 Sessions are Flask's signed cookies holding only the user name and the
 ``session_version`` they were made with; each request reloads the user, so a
 deactivated user, a changed password or a revoked key takes effect at once.
-Signing in clears the old session first (no session fixation).
+Signing in clears the old session first (no session fixation); signing out ends every
+session of the user, so a copied cookie stops working too.
 
 Use ``@role_required("auditor", "admin")`` on a view; writes also need
 :func:`signing_user` (the user's key must be active).
@@ -11,6 +12,7 @@ Use ``@role_required("auditor", "admin")`` on a view; writes also need
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -38,7 +40,7 @@ from wtforms.validators import DataRequired, EqualTo, Length
 
 from ledger.errors import InvalidInput, StorageError
 from web.extensions import instance, limiter, reader
-from web.users import User, authenticate, get_user, set_password
+from web.users import User, authenticate, end_sessions, get_user, set_password
 
 bp = Blueprint("auth", __name__)
 
@@ -175,6 +177,14 @@ def login() -> tuple[str, int] | Response:
 @bp.post("/logout")
 def logout() -> Response:
     # The form carries a CSRF token (checked by CSRFProtect), so no one can sign you out.
+    # The cookie is signed, not stored: clearing it here leaves any copy of it (a shared
+    # computer's disk, a proxy log) valid until it expires, so signing out ends every
+    # session of the user on the server (their session_version moves on).
+    user = current_user()
+    if user is not None:
+        # The primary unreachable (a read-only host in an outage): this session still ends.
+        with contextlib.suppress(StorageError, SQLAlchemyError):
+            end_sessions(instance().engine, user.username)
     session.clear()
     flash(_("You have signed out."), "info")
     return redirect(url_for("public.index"))

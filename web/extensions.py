@@ -202,8 +202,18 @@ _HEADERS = [
 ]
 
 
+#: For downloads (``Content-Disposition: attachment``: evidence documents, exports): should
+#: a browser ever render one anyway — an old one, a plug-in, a user's "open" — it runs
+#: nothing and reaches nothing of this origin (a sandbox is a unique origin).
+DOWNLOAD_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
+
+
 def _security_headers(response: Response) -> Response:
     present = {name.lower() for name in response.headers.keys()}  # noqa: SIM118
+    disposition = response.headers.get("Content-Disposition", "")
+    if disposition.lower().startswith("attachment") and "content-security-policy" not in present:
+        response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
+        present.add("content-security-policy")
     for name, value in _HEADERS:
         if name.lower() not in present:
             response.headers.add(name, value)

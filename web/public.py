@@ -7,7 +7,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ledger import canonical, witnessing
@@ -25,6 +36,32 @@ bp = Blueprint("public", __name__)
 def _error(exc: Error) -> tuple[str, int]:
     status, _code = classify(exc)
     return render_template("error.html", status=status, message=str(exc)), status
+
+
+def too_large(exc: HTTPException) -> Any:
+    """App-wide 413 (a request over ``MAX_CONTENT_LENGTH``, or one text field over
+    ``MAX_FORM_MEMORY_SIZE``): the portals' forms say what the limits are, in the page's
+    language; the API answers its JSON error, ``/log/`` its plain one."""
+    from web.api import api_aware_http_error
+
+    if request.path.startswith(("/api/", "/log/")):
+        return api_aware_http_error(exc)
+    config = current_app.config
+    message = _(
+        "The request is too large: a form may send at most %(files)s MiB in all, files "
+        "included, and %(text)s MiB of text in one field. Send smaller or fewer files (a "
+        "scan at a lower resolution, or one PDF of several pages).",
+        files=_mib(config.get("MAX_CONTENT_LENGTH")),
+        text=_mib(config.get("MAX_FORM_MEMORY_SIZE")),
+    )
+    return render_template("error.html", status=413, message=message), 413
+
+
+def _mib(limit: Any) -> str:
+    if not isinstance(limit, int) or limit <= 0:
+        return "?"
+    whole, rest = divmod(limit, 1024 * 1024)
+    return str(whole) if not rest else f"{limit / (1024 * 1024):.1f}"
 
 
 @bp.get("/")

@@ -5,7 +5,7 @@ organisation are the key's, as the key registry entries say, and a revoked key
 makes the user unable to do anything but read.  The ``users`` table holds only
 what the ledger does not: the login name, a display name, the password hash,
 and a ``session_version`` that is bumped to end every session of the user
-(password change, deactivation).  The private keys themselves are the
+(password change, deactivation, signing out).  The private keys themselves are the
 operator's, in the instance key store (docs/SITE.md, "Key custody").
 """
 
@@ -169,6 +169,12 @@ def set_password(engine: Engine, username: str, password: str, *, log_n: int) ->
 
 def set_active(engine: Engine, username: str, active: bool) -> None:
     _update(engine, username, active=active)
+
+
+def end_sessions(engine: Engine, username: str) -> None:
+    """End every session of the user (signing out): their session cookies, copied or not,
+    stop working, since a signed cookie cannot be taken back any other way."""
+    _update(engine, username)
 
 
 def _update(engine: Engine, username: str, **values: Any) -> None:

@@ -5,8 +5,9 @@ nested object (``origin.province``).  A cell for a list or object field holds
 JSON.  The kind's JSON schema (``KindSpec.schema``) says what type each field
 has, and cells are converted strictly:
 
-* integer fields take ASCII digits only (``2000``); ``2000.5``, ``2,000`` and
-  full-width digits (``２０００``) are refused with a message saying so.  A field
+* integer fields take ASCII digits only (``2000``); ``2000.5``, ``2,000``, full-width
+  digits (``２０００``), digits of other scripts (``٢٠٠٠``) and superscripts are refused
+  with a message naming the character and its code point (:func:`non_ascii_in_number`).  A field
   named ``…_fen`` may instead come as a column ``…_yuan`` holding yuan with at
   most two decimals (``1500``, ``1500.50``), converted exactly to fen;
 * text fields take text; an integer cell becomes its digits (a lot code typed
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -49,7 +51,31 @@ from ledger.tabular import Cell, read_rows
 
 _ASCII_INT = re.compile(r"^-?[0-9]+$")
 _YUAN = re.compile(r"^(-?[0-9]+)(?:\.([0-9]{1,2}))?$")
-_FULLWIDTH_DIGITS = re.compile(r"[０-９]")
+
+
+def non_ascii_in_number(text: str) -> str | None:
+    """Why ``text``, typed as a number, is refused for a non-ASCII character; None if all ASCII.
+
+    Amounts and integers are typed with ASCII digits only, everywhere (import, portal forms;
+    the API takes JSON integers): a full-width ``２０００``, an Arabic-Indic ``٢٠٠٠``, a
+    superscript ``²`` or a full-width ``，``/``．`` is refused naming the character and its
+    code point, never silently converted.
+    """
+    for char in text:
+        if char.isascii():
+            continue
+        code = f"{char!r} (U+{ord(char):04X})"
+        plain = unicodedata.normalize("NFKC", char)
+        if unicodedata.decimal(char, None) is not None:
+            what = "a full-width digit" if plain.isascii() else "a digit of another script"
+        elif char.isdigit() or char.isnumeric():
+            what = "a superscript, circled or other digit form"
+        elif plain.isascii() and plain:
+            what = f"a full-width form of {plain!r}"
+        else:
+            what = "not an ASCII character"
+        return f"{code} is {what}; type numbers with the ASCII digits 0-9 (and '.' for decimals)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -290,9 +316,12 @@ def _integer(cell: Cell, column: str) -> int:
         text = cell.strip()
         if _ASCII_INT.fullmatch(text):
             return int(text)
-        if _FULLWIDTH_DIGITS.search(text):
+        problem = non_ascii_in_number(text)
+        if problem is not None:
+            raise InvalidInput(f"column {column!r}: {text!r}: {problem}")
+        if "," in text:
             raise InvalidInput(
-                f"column {column!r}: {text!r} has full-width digits; type ASCII digits (0-9)"
+                f"column {column!r}: {text!r}: type the integer without thousands separators"
             )
         raise InvalidInput(f"column {column!r}: expected an integer in ASCII digits, got {text!r}")
     raise InvalidInput(f"column {column!r}: expected an integer, got {cell!r}")
@@ -310,9 +339,13 @@ def yuan_to_fen(cell: Cell, column: str) -> int:
         text = repr(cell)
     elif isinstance(cell, str):
         text = cell.strip()
-        if _FULLWIDTH_DIGITS.search(text):
+        problem = non_ascii_in_number(text)
+        if problem is not None:
+            raise InvalidInput(f"column {column!r}: {text!r}: {problem}")
+        if "," in text:
             raise InvalidInput(
-                f"column {column!r}: {text!r} has full-width digits; type ASCII digits (0-9)"
+                f"column {column!r}: {text!r}: type the amount without thousands separators "
+                "(e.g. 2000.50)"
             )
     else:
         raise InvalidInput(f"column {column!r}: expected an amount in yuan, got {cell!r}")

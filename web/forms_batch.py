@@ -338,14 +338,26 @@ def parse_lot(text: str | None) -> str:
             )
         raise ValidationError(
             _(
-                "Character %(pos)d, %(char)s, cannot be printed in a GS1 lot number: use ASCII "
-                "letters, digits and ! \" %% & ' ( ) * + , - . / : ; < = > ? _ only (no Chinese "
-                "characters, no # or ~).",
+                "Character %(pos)d, %(char)s (U+%(code)s %(name)s), cannot be printed in a GS1 "
+                "lot number: use ASCII letters, digits and ! \" %% & ' ( ) * + , - . / : ; < = > "
+                "? _ only (no Chinese characters, no look-alike letters of other scripts, no "
+                "invisible characters, no # or ~).",
                 pos=position,
-                char=char,
+                char=char if char.isprintable() else "",
+                code=f"{ord(char):04X}",
+                name=unicodedata.name(char, "unnamed"),
             )
         )
-    return value
+    try:
+        return gs1.validate_lot(value)
+    except InvalidInput:
+        raise ValidationError(
+            _(
+                "A lot number may not be . or .. and may not start with /: the label's scan "
+                "URL would not reach the lot's page; found %(found)s.",
+                found=value,
+            )
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ from web.consumer import STAGES as STAGE_WORDS
 _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 _HOUSEHOLD_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,31}$")
 _PERIOD_RE = re.compile(r"^[0-9]{4}(-(0[1-9]|1[0-2])|-Q[1-4]|-H[12])?$")
+#: An amount with ASCII thousands separators in their places: 2,000 or 1,234,567.50.
+_GROUPED_RE = re.compile(r"^[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$")
 _CREDIT_RE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$")
 #: How many evidence files one draft may carry (the ledger's limit).
 MAX_FILES = MAX_EVIDENCE
@@ -57,10 +59,30 @@ STAGE_LABELS = {stage: STAGE_WORDS[stage] for stage in STAGES}
 
 
 def parse_yuan(text: str) -> int:
-    """``"2000.50"`` → ``200050`` fen, exactly; at least 0.01 yuan.  Raises InvalidInput."""
-    cleaned = (text or "").strip().replace(",", "").replace("，", "")
+    """``"2000.50"`` → ``200050`` fen, exactly; at least 0.01 yuan.  Raises InvalidInput.
+
+    Typed as people write amounts, with two explicit normalisations only: a leading ``¥``
+    or ``￥``, and ASCII thousands separators in their places (``2,000.50``).  Anything
+    non-ASCII — full-width ``２０００``, ``２０００．５０`` or ``2，000``, Arabic-Indic
+    digits, superscripts — is refused naming the character and its code point, as the
+    importer refuses it (:func:`ledger.importer.non_ascii_in_number`).
+    """
+    cleaned = (text or "").strip()
     if cleaned.startswith(("¥", "￥")):
         cleaned = cleaned[1:].strip()
+    odd = next((char for char in cleaned if not char.isascii()), None)
+    if odd is not None:
+        raise InvalidInput(
+            _(
+                "Type the amount with the ASCII digits 0-9: “%(char)s” (U+%(code)s) is a "
+                "full-width or other non-ASCII character; got “%(text)s”.",
+                char=odd,
+                code=f"{ord(odd):04X}",
+                text=text,
+            )
+        )
+    if _GROUPED_RE.fullmatch(cleaned):
+        cleaned = cleaned.replace(",", "")
     try:
         fen = yuan_to_fen(cleaned, "amount")
     except InvalidInput:

@@ -14,6 +14,7 @@ pattern is shared, the fragment uses the validator's own regular expression.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from functools import lru_cache
@@ -94,12 +95,29 @@ LOCATION_SCHEMA: dict[str, Any] = {
 # --- field validators ---------------------------------------------------------------------
 
 
+def non_ascii(value: Any) -> str:
+    """`` (character 2, 'А' U+0410 CYRILLIC CAPITAL LETTER A, is not ASCII)`` for the first
+    non-ASCII character of an identifier, else ``""``: a look-alike letter of another
+    script, a full-width form or an invisible character would otherwise be shown as if it
+    were the ASCII one."""
+    if not isinstance(value, str):
+        return ""
+    for position, char in enumerate(value, start=1):
+        if not char.isascii():
+            name = unicodedata.name(char, "")
+            return (
+                f" (character {position}, {char!r} U+{ord(char):04X}"
+                f"{' ' + name if name else ''}, is not ASCII)"
+            )
+    return ""
+
+
 def ident(body: Mapping[str, Any], name: str, where: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not _IDENT_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: {name} must be an identifier of 1–64 ASCII letters, digits and . _ : / - "
-            f"(starting with a letter or digit), got {value!r}"
+            f"(starting with a letter or digit), got {value!r}{non_ascii(value)}"
         )
     return value
 
@@ -108,7 +126,7 @@ def household_code(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _HOUSEHOLD_RE.fullmatch(value):
         raise InvalidEntry(
             f"{where}: a household code is 4–32 upper-case ASCII letters, digits and hyphens "
-            f"(e.g. GX-GN-000123), got {value!r}"
+            f"(e.g. GX-GN-000123), got {value!r}{non_ascii(value)}"
         )
     return value
 

@@ -7,8 +7,10 @@ a message that says what was expected and what was found.
   digit is the mod-10 check digit.  Normalised to GTIN-14 by padding with leading zeros, the
   form ledger bodies and Digital Link paths carry.
 * **Lot** (AI 10, batch/lot number): 1–20 characters from GS1 AI encodable character set 82
-  (``! " % & ' ( ) * + , - . / 0-9 : ; < = > ? A-Z _ a-z``).  Lots are case-sensitive;
-  :func:`lot_fold` gives the form under which two lots count as confusable.
+  (``! " % & ' ( ) * + , - . / 0-9 : ; < = > ? A-Z _ a-z``), except the lots ``.`` and
+  ``..`` and lots starting with ``/``, whose scan URLs cannot reach their page (browsers
+  drop dot segments; the site's path rule cannot start with ``/``).  Lots are
+  case-sensitive; :func:`lot_fold` gives the form under which two lots count as confusable.
 * **Digital Link** (GS1 Digital Link URI syntax): ``/01/<gtin14>/10/<lot>`` with every lot
   character other than the URI unreserved ones (``A-Z a-z 0-9 - . _``) percent-encoded; and,
   for batches without a GTIN, this ledger's own short path ``/b/<lot>`` (same encoding).
@@ -85,6 +87,16 @@ def validate_lot(value: object) -> str:
     for position, char in enumerate(value, start=1):
         if char not in CHARSET_82:
             raise InvalidInput(f"lot {value!r}: {_describe_bad_char(char, position)}")
+    if value in (".", ".."):
+        raise InvalidInput(
+            f"lot {value!r}: a lot may not be '.' or '..': in a scan URL that is a dot segment, "
+            "which browsers remove, so the label would not reach the lot's page"
+        )
+    if value.startswith("/"):
+        raise InvalidInput(
+            f"lot {value!r}: a lot may not start with '/': its scan URL would not reach the "
+            "lot's page"
+        )
     return value
 
 
@@ -95,9 +107,10 @@ def _describe_bad_char(char: str, position: int) -> str:
         return f"{where} is a full-width or compatibility form; use the ASCII {ascii_form!r}"
     if char == " ":
         return f"{where}: spaces are not allowed in GS1 AI 10"
+    name = unicodedata.name(char, "")  # 'А' looks like 'A': say it is CYRILLIC ... A
     return (
         f"{where} is not in the GS1 AI 10 character set 82 (ASCII letters, digits and "
-        "! \" % & ' ( ) * + , - . / : ; < = > ? _)"
+        "! \" % & ' ( ) * + , - . / : ; < = > ? _)" + (f"; it is {name}" if name else "")
     )
 
 

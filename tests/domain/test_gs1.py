@@ -152,7 +152,11 @@ def test_parse_refuses(uri: str, message: str) -> None:
         gs1.parse_batch_path(uri)
 
 
-lots = st.text(alphabet=st.sampled_from(CHARSET_82), min_size=1, max_size=20)
+#: Lots a label can carry: ".", ".." and a leading "/" are refused (a browser would not
+#: bring them to the lot's page).
+lots = st.text(alphabet=st.sampled_from(CHARSET_82), min_size=1, max_size=20).filter(
+    lambda lot: lot not in (".", "..") and not lot.startswith("/")
+)
 
 
 @st.composite

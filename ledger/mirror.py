@@ -131,7 +131,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -862,10 +862,12 @@ class _Run:
             builder = _TileBuilder(old.size, read_local)
         except InvalidInput as exc:
             raise StorageError(f"{m.directory} is damaged: {exc}") from None
-        bundles = list(_bundles(old.size, new.size))  # one small object per 256 entries
+        # Made as needed, never listed: a signed checkpoint may claim any size up to 2**64-1,
+        # and the first bundle the remote does not serve ends the run.
+        bundles = _bundles(old.size, new.size)
         preloaded: dict[int, _Work] = {}
         if not log and old.size == 0:
-            first = self._obtain(bundles[0])
+            first = self._obtain(EntryBundle(0, min(TILE_WIDTH, new.size)))
             preloaded[0] = first
             log = _classify(first.data, first.bundle, new.origin, m.verifier.name)
         elif not log:  # mirrored before, but the run that did it died before saving its state
@@ -989,7 +991,7 @@ class _Run:
         return _Work(bundle, data, source, served)
 
     def _works(
-        self, bundles: Sequence[EntryBundle], preloaded: dict[int, _Work]
+        self, bundles: Iterable[EntryBundle], preloaded: dict[int, _Work]
     ) -> Generator[_Work, None, None]:
         """The bundles in order, fetched ``prefetch`` ahead on threads."""
         with ThreadPoolExecutor(max_workers=self.m.prefetch) as pool:

@@ -31,10 +31,10 @@ from ledger.note import Verifier
 from ledger.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
+    EntryBundle,
     Tile,
     TileHashReader,
     decode_entry_bundle,
-    entry_bundles_for_size,
 )
 from ledger.verify import CHUNK, Auditor, AuditResult, Progress, decoded_stream
 
@@ -146,11 +146,15 @@ def audit_remote(
     )
 
     def chunks() -> Iterator[tuple[int, list[bytes]]]:
-        bundles = entry_bundles_for_size(size)
+        # Bundles are made as they are needed, never listed: a signed checkpoint may claim
+        # any size up to 2**64-1, and the first bundle that is not served ends the audit.
+        full, partial = divmod(size, TILE_WIDTH)
+        count = full + (1 if partial else 0)
         per_chunk = max(1, CHUNK // TILE_WIDTH)
-        for first in range(0, len(bundles), per_chunk):
+        for first in range(0, count, per_chunk):
             leaves: list[bytes] = []
-            for bundle in bundles[first : first + per_chunk]:
+            for index in range(first, min(first + per_chunk, count)):
+                bundle = EntryBundle(index, TILE_WIDTH if index < full else partial)
                 data = fetch(bundle.path())
                 try:
                     leaves.extend(decode_entry_bundle(data, bundle.width))
@@ -171,7 +175,7 @@ def audit_remote(
             # Workers check signatures against the keys registered so far (hints only:
             # the auditor re-checks any signature whose key differs from its own replay).
             hints.update({key_id: record.vkey for key_id, record in auditor.state.keys.items()})
-            yield bundles[first].index * TILE_WIDTH, leaves
+            yield first * TILE_WIDTH, leaves
 
     hints: dict[str, str] = {}
     leaf_tiles: dict[int, tuple[bytes, str]] = {}  # level-0 tile hashes, checked leaf by leaf

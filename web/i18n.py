@@ -8,11 +8,14 @@ catalogue (``scripts/i18n.sh`` extracts, updates and compiles it).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Flask, redirect, request, url_for
 from flask_babel import Babel, get_locale
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 LOCALES = ("zh", "en")
@@ -84,7 +87,30 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["role_label"] = role_label
     app.jinja_env.globals["source_type_label"] = lambda t: str(SOURCE_TYPE_LABELS.get(t, t))
     app.jinja_env.globals["purpose_label"] = lambda p: str(PURPOSE_LABELS.get(p, p))
+    app.jinja_env.finalize = isolate_bidi
     app.register_blueprint(bp)
+
+
+#: Explicit bidi formatting characters: marks, embeddings, overrides, isolates (UAX #9).
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_FSI, _PDI = "\u2068", "\u2069"
+
+
+def isolate_bidi(value: Any) -> Any:
+    """Jinja's ``finalize``: text that holds bidi formatting characters is shown isolated.
+
+    Free text may hold them (right-to-left scripts need them), but an unterminated
+    RIGHT-TO-LEFT OVERRIDE would reverse the rest of the line around it — a villager
+    would read another amount or another name.  Wrapping the value in FIRST STRONG
+    ISOLATE … POP DIRECTIONAL ISOLATE ends every embedding and override it opened at its
+    own end (UAX #9), and leaves the stored text unchanged.  Values without such
+    characters are untouched.
+    """
+    if isinstance(value, str) and _BIDI_CONTROLS.search(value):
+        if isinstance(value, Markup):
+            return Markup(_FSI) + value + Markup(_PDI)
+        return _FSI + value + _PDI
+    return value
 
 
 def role_label(role: str | None) -> str:

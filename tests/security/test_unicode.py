@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from markupsafe import Markup
 from sqlalchemy import Engine
 from wtforms.validators import ValidationError
 
@@ -39,7 +40,7 @@ from ledger.importer import ImportRefused, import_file, yuan_to_fen
 from ledger.tokens import create_token
 from tests.helpers import Ledger, check_ledger, dump, make_ledger
 from tests.test_cli import Cli
-from tests.web.support import ModuleSite, make_site, note_json
+from tests.web.support import ModuleSite, make_site, note_json, statement
 
 NFC_TEXT = "扶贫产品 café Ω"  # NFC; its NFD and compatibility spellings follow
 NFD_TEXT = unicodedata.normalize("NFD", NFC_TEXT)
@@ -230,3 +231,19 @@ def test_free_text_keeps_bidi_marks_verbatim(ledger: Ledger) -> None:
     entry = ledger.note(text)
     assert decode_entry(entry.leaf).body["text"] == unicodedata.normalize("NFC", text)
     check_ledger(ledger.engine)
+
+
+def test_pages_show_bidi_text_isolated(site: ModuleSite) -> None:
+    """An unterminated RIGHT-TO-LEFT OVERRIDE in free text must not reverse the line after
+    it: every value the site's templates print is wrapped in FIRST STRONG ISOLATE … POP
+    DIRECTIONAL ISOLATE when it holds bidi controls, which ends them (UAX #9); the leaf
+    keeps the text exactly as signed, and text without controls is printed unchanged."""
+    text = "付款 2000 元\u202e给 GX-GN-000123"
+    entry = site.log.append([statement(site.log, "note", {"text": text}, site.admin)])[0]
+    assert decode_entry(entry.leaf).body["text"] == text
+    template = site.app.jinja_env.from_string("<p>{{ text }} · {{ name }} · {{ markup }}</p>")
+    with site.app.test_request_context("/"):
+        html = template.render(text=text, name="合作社", markup=Markup("<b>\u202eA</b>"))
+    assert html == (f"<p>\u2068{text}\u2069 · 合作社 · \u2068<b>\u202eA</b>\u2069</p>")
+    assert "<script>" not in site.app.jinja_env.from_string("{{ x }}").render(x="\u202e<script>")
+    check_ledger(site.log.engine)

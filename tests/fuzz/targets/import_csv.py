@@ -16,8 +16,13 @@ from tests.fuzz import tiny_log
 
 
 def one(data: bytes) -> None:
+    read_and_check(data, ".csv")
+
+
+def read_and_check(data: bytes, suffix: str) -> None:
+    """The whole target for a file of type ``suffix`` (``.csv`` or ``.xlsx``)."""
     try:
-        rows = rows_from_bytes(data, ".csv", name="fuzz.csv")
+        rows = rows_from_bytes(data, suffix, name=f"fuzz{suffix}")
     except Error as exc:
         assert str(exc), repr(exc)
         return

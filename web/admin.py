@@ -479,14 +479,14 @@ def _key_page(record: KeyRecord, found: list[KeyRecord], form: RevokeKeyForm | N
     )
 
 
-@bp.get("/keys/<key_id>")
+@bp.get("/keys/<path:key_id>")
 @role_required("admin")
 def key(key_id: str) -> str:
     found = _keys()
     return _key_page(_key_or_404(key_id, found), found)
 
 
-@bp.post("/keys/<key_id>/revoke")
+@bp.post("/keys/<path:key_id>/revoke")
 @role_required("admin")
 @limiter.limit(write_limit, methods=["POST"])
 def key_revoke(key_id: str) -> str | Response | tuple[str, int]:

@@ -27,7 +27,7 @@ from qr.urls import hash_prefix
 from tests.conftest import Site
 from tests.helpers import check_ledger, dump, new_signer
 from tests.web.portal import PASSWORD, add_user, csrf_token, login, post_form
-from tests.web.support import ModuleSite, make_site
+from tests.web.support import ModuleSite, make_site, register
 from web.auth import role_required
 from web.demo_users import DEMO_USERS, ensure_demo_users
 from web.users import create_user, get_user
@@ -713,3 +713,23 @@ def test_admin_writes_are_rate_limited(portal: Site) -> None:
 def tokens_made(site: Site) -> list[str]:
     with site.instance.engine.connect() as conn:
         return [r[0] for r in conn.execute(text("SELECT name FROM api_tokens"))]
+
+
+def test_a_key_whose_name_holds_a_slash_can_be_opened_and_revoked(
+    portal: Site, admin: FlaskClient
+) -> None:
+    """Signed-note key names may hold ``/`` (a key registered by the CLI or the API)."""
+    signer = register(portal.log, portal.admin, "county/finance-2", "producer")
+    key_id = signer.verifier.key_id
+    assert "/" in key_id
+    assert "county/finance-2" in page(admin.get(f"/admin/keys/{key_id}"))
+    response = post_form(
+        admin,
+        f"/admin/keys/{key_id}/revoke",
+        {"reason": "moved to another office"},
+        form_path=f"/admin/keys/{key_id}",
+    )
+    assert response.status_code == 302
+    entry = newest(portal)
+    assert entry.kind == "key.revoked" and entry.body["key"] == key_id
+    assert admin.get("/admin/keys/county/no-such-key+00000000").status_code == 404

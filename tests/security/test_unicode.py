@@ -213,8 +213,11 @@ def test_lots_whose_label_cannot_reach_their_page_are_refused(site: ModuleSite) 
     for lot in (".", "..", "/x", "/"):
         with pytest.raises(InvalidInput, match="scan URL"):
             gs1.validate_lot(lot)
-        with site.app.test_request_context(), pytest.raises(ValidationError, match="scan"):
+        english = site.app.test_request_context(headers={"Accept-Language": "en"})
+        with english, pytest.raises(ValidationError, match="scan URL"):
             parse_lot(lot)
+        with site.app.test_request_context(), pytest.raises(ValidationError, match="扫码网址"):
+            parse_lot(lot)  # Chinese first
 
 
 @pytest.mark.parametrize("code", ["GX-ОО01", "ＧX-0001", "GX-\u200b0001", "GX-\u202e0001"])

@@ -163,7 +163,15 @@ from ledger.merkle import (
 from ledger.note import Verifier, open_note
 from ledger.remote import Fetcher, directory_fetcher
 from ledger.rules import RuleState
-from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, EntryBundle, Tile, TileHashReader, split_tile
+from ledger.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    EntryBundle,
+    Tile,
+    TileHashReader,
+    iter_entry_bundles,
+    split_tile,
+)
 from ledger.verify import CHUNK, PARALLEL_THRESHOLD, Auditor, decoded_stream, default_workers
 
 __all__ = [
@@ -290,15 +298,6 @@ def _truncate_bundle(data: bytes, width: int) -> bytes:
             return data
         pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
     return data[:pos]
-
-
-def _bundles(start: int, size: int) -> Iterator[EntryBundle]:
-    """The entry bundles of a tree of ``size`` from the one holding entry ``start``."""
-    full, partial = divmod(size, TILE_WIDTH)
-    for index in range(start // TILE_WIDTH, full):
-        yield EntryBundle(index)
-    if partial:
-        yield EntryBundle(full, partial)
 
 
 class _TileBuilder:
@@ -605,7 +604,7 @@ class Mirror:
 
     def _local_leaves(self, start: int, end: int) -> Iterator[tuple[int, list[bytes]]]:
         """DIR's own entries ``start .. end - 1``, bundle by bundle: (first seq, leaves)."""
-        for bundle in _bundles(start, end):
+        for bundle in iter_entry_bundles(end, start):
             path = self.directory / bundle.path()
             try:
                 leaves = decode_bundle(path.read_bytes(), bundle.width, bundle.path())
@@ -862,9 +861,8 @@ class _Run:
             builder = _TileBuilder(old.size, read_local)
         except InvalidInput as exc:
             raise StorageError(f"{m.directory} is damaged: {exc}") from None
-        # Made as needed, never listed: a signed checkpoint may claim any size up to 2**64-1,
-        # and the first bundle the remote does not serve ends the run.
-        bundles = _bundles(old.size, new.size)
+        # Made as needed (iter_entry_bundles): the first one not served ends the run.
+        bundles = iter_entry_bundles(new.size, old.size)
         preloaded: dict[int, _Work] = {}
         if not log and old.size == 0:
             first = self._obtain(EntryBundle(0, min(TILE_WIDTH, new.size)))

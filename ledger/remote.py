@@ -18,6 +18,7 @@ local directory written by ``suyuan export``.
 from __future__ import annotations
 
 import gzip
+import itertools
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -31,10 +32,10 @@ from ledger.note import Verifier
 from ledger.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
-    EntryBundle,
     Tile,
     TileHashReader,
     decode_entry_bundle,
+    iter_entry_bundles,
 )
 from ledger.verify import CHUNK, Auditor, AuditResult, Progress, decoded_stream
 
@@ -146,15 +147,12 @@ def audit_remote(
     )
 
     def chunks() -> Iterator[tuple[int, list[bytes]]]:
-        # Bundles are made as they are needed, never listed: a signed checkpoint may claim
-        # any size up to 2**64-1, and the first bundle that is not served ends the audit.
-        full, partial = divmod(size, TILE_WIDTH)
-        count = full + (1 if partial else 0)
+        # The bundles are made as needed: the first that is not served ends the audit.
+        bundles = iter_entry_bundles(size)
         per_chunk = max(1, CHUNK // TILE_WIDTH)
-        for first in range(0, count, per_chunk):
+        while chunk := list(itertools.islice(bundles, per_chunk)):
             leaves: list[bytes] = []
-            for index in range(first, min(first + per_chunk, count)):
-                bundle = EntryBundle(index, TILE_WIDTH if index < full else partial)
+            for bundle in chunk:
                 data = fetch(bundle.path())
                 try:
                     leaves.extend(decode_entry_bundle(data, bundle.width))
@@ -175,7 +173,7 @@ def audit_remote(
             # Workers check signatures against the keys registered so far (hints only:
             # the auditor re-checks any signature whose key differs from its own replay).
             hints.update({key_id: record.vkey for key_id, record in auditor.state.keys.items()})
-            yield first * TILE_WIDTH, leaves
+            yield chunk[0].index * TILE_WIDTH, leaves
 
     hints: dict[str, str] = {}
     leaf_tiles: dict[int, tuple[bytes, str]] = {}  # level-0 tile hashes, checked leaf by leaf

@@ -104,8 +104,7 @@ def _csv_lines(data: bytes, name: str) -> Iterator[list[Cell]]:
 def _check_zip(data: bytes, name: str) -> None:
     """Refuse what is not a zip, or would unpack to too much, before openpyxl sees it."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = archive.infolist()
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -117,18 +116,19 @@ def _check_zip(data: bytes, name: str) -> None:
         raise InvalidInput(
             f"{name}: not a readable .xlsx workbook (not a zip file: {exc})"
         ) from None
-    if len(members) > MAX_XLSX_MEMBERS:
-        raise InvalidInput(
-            f"{name}: not a plausible .xlsx workbook ({len(members)} parts in the zip; "
-            f"at most {MAX_XLSX_MEMBERS})"
-        )
-    unpacked = sum(m.file_size for m in members)
-    if unpacked > MAX_XLSX_UNPACKED:
-        raise InvalidInput(
-            f"{name}: the workbook would unpack to {unpacked} bytes, more than the "
-            f"{MAX_XLSX_UNPACKED} allowed (a decompression bomb?); save it again or split it"
-        )
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_XLSX_MEMBERS:
+            raise InvalidInput(
+                f"{name}: not a plausible .xlsx workbook ({len(members)} parts in the zip; "
+                f"at most {MAX_XLSX_MEMBERS})"
+            )
+        unpacked = sum(m.file_size for m in members)
+        if unpacked > MAX_XLSX_UNPACKED:
+            raise InvalidInput(
+                f"{name}: the workbook would unpack to {unpacked} bytes, more than the "
+                f"{MAX_XLSX_UNPACKED} allowed (a decompression bomb?); save it again or split it"
+            )
         for member in members:
             if member.filename.lower().endswith((".xml", ".rels")):
                 _refuse_dtd(archive, member, name)

@@ -13,7 +13,7 @@ Everything here is pure: fetching is the caller's callback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger.errors import InvalidInput
@@ -32,6 +32,7 @@ __all__ = [
     "encode_entry_bundle",
     "encode_index",
     "entry_bundles_for_size",
+    "iter_entry_bundles",
     "parse_tile_path",
     "split_tile",
     "tile_node_ids",
@@ -242,12 +243,24 @@ def tiles_for_size(size: int) -> list[Tile]:
 
 def entry_bundles_for_size(size: int) -> list[EntryBundle]:
     """Return every entry bundle of a log of ``size`` entries: full ones, then the partial one."""
+    return list(iter_entry_bundles(size))
+
+
+def iter_entry_bundles(size: int, start: int = 0) -> Iterator[EntryBundle]:
+    """The entry bundles of a log of ``size`` entries from the one holding entry ``start``,
+    made as they are needed, never listed: a signed checkpoint from outside may claim any
+    size up to 2**64-1, and a caller stops at the first bundle it cannot get."""
     _require_int("tree size", size, 0)
+    _require_int("start", start, 0)
     full, partial = divmod(size, TILE_WIDTH)
-    bundles = [EntryBundle(n) for n in range(full)]
+    return _bundles(start // TILE_WIDTH, full, partial)
+
+
+def _bundles(first: int, full: int, partial: int) -> Iterator[EntryBundle]:
+    for index in range(first, full):
+        yield EntryBundle(index)
     if partial:
-        bundles.append(EntryBundle(full, partial))
-    return bundles
+        yield EntryBundle(full, partial)
 
 
 def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:

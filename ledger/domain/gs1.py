@@ -75,6 +75,16 @@ def validate_gtin14(value: object) -> str:
     return normalize_gtin(value)
 
 
+#: Lots in CS82 whose scan URL cannot reach their page: browsers remove the dot segments
+#: ``.`` and ``..`` (also percent-encoded), and no path rule matches a lot starting with ``/``.
+UNREACHABLE_LOTS = (".", "..")
+
+
+def reaches_its_page(lot: str) -> bool:
+    """Whether a lot's label URL can bring a phone to the lot's page."""
+    return lot not in UNREACHABLE_LOTS and not lot.startswith("/")
+
+
 def validate_lot(value: object) -> str:
     """A lot number (AI 10): 1–20 characters of GS1 character set 82; returned unchanged."""
     if not isinstance(value, str):
@@ -87,7 +97,7 @@ def validate_lot(value: object) -> str:
     for position, char in enumerate(value, start=1):
         if char not in CHARSET_82:
             raise InvalidInput(f"lot {value!r}: {_describe_bad_char(char, position)}")
-    if value in (".", ".."):
+    if value in UNREACHABLE_LOTS:
         raise InvalidInput(
             f"lot {value!r}: a lot may not be '.' or '..': in a scan URL that is a dot segment, "
             "which browsers remove, so the label would not reach the lot's page"

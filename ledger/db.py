@@ -134,6 +134,27 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
         raise
 
 
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read-only connection whose statements all see one snapshot of the database.
+
+    Reads that compare two tables (the log state row against the newest checkpoint,
+    the entries against both) MUST use this, or a writer committing between two
+    statements makes a consistent database look inconsistent.  SQLite's deferred
+    ``BEGIN`` in WAL mode already holds one snapshot from the first read to the end
+    of the transaction; PostgreSQL's default, READ COMMITTED, takes a new snapshot
+    per statement, so there the transaction is ``REPEATABLE READ, READ ONLY`` (which
+    a hot standby also allows, and which never fails with a serialisation error).
+    It is set by the transaction's first statement, not as a connection setting, so
+    nothing outlives the block: resetting a pooled connection to "read write" is
+    itself refused by a hot standby.  The snapshot ends at a ``commit`` or ``rollback``.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield conn
+
+
 #: What a writer is told when the disk (or its quota) is full: SQLite's SQLITE_FULL,
 #: PostgreSQL's SQLSTATE 53100 (ENOSPC or EDQUOT while extending a file).  Both come
 #: before the commit is stored — SQLite rolls a failed COMMIT back, and PostgreSQL

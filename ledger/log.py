@@ -48,7 +48,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ledger import canonical, schema
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from ledger.db import DISK_FULL_MESSAGE, is_disk_full_error, write_connection
+from ledger.db import DISK_FULL_MESSAGE, is_disk_full_error, read_snapshot, write_connection
 from ledger.entry import Entry, SignedStatement, build_entry, decode_entry, format_time
 from ledger.errors import (
     ConfigError,
@@ -409,8 +409,11 @@ class Log:
 
     @_storage_errors
     def check_startup(self) -> None:
-        """Refuse to run if the stored tree disagrees with the newest signed checkpoint."""
-        with self.engine.connect() as conn:
+        """Refuse to run if the stored tree disagrees with the newest signed checkpoint.
+
+        Reads one snapshot: another process appending between reading the log state
+        and the newest checkpoint MUST NOT look like a disagreement."""
+        with read_snapshot(self.engine) as conn:
             size = conn.execute(select(schema.log_state.c.size)).scalar_one()
             rng = self._load_range(conn, size)
         with self._group:  # the first append reuses it instead of loading it again
@@ -464,9 +467,9 @@ class Log:
         for the ones after it (as if it had been removed), so one run reports every
         bad statement, not only the first.  Nothing is written and nothing locked;
         :meth:`append` checks everything again, so a write racing with this run
-        cannot slip past the rules.
+        cannot slip past the rules.  The checks read one snapshot of the log.
         """
-        with self.engine.connect() as conn:
+        with read_snapshot(self.engine) as conn:
             row = _sql(
                 conn, "SELECT size, last_hash, last_time, registry_seq FROM log_state WHERE id = 1"
             ).one()

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, func, select
 from ledger import domain as _domain  # noqa: F401  (registers the domain kinds and tables)
 from ledger import schema
 from ledger.checkpoint import Checkpoint, verify_checkpoint
+from ledger.db import read_snapshot
 from ledger.entry import Entry, decode_entry
 from ledger.errors import Error, VerificationError
 from ledger.merkle import EMPTY_ROOT, CompactRange, NodeId, leaf_hash
@@ -278,9 +279,10 @@ def audit_database(
     """Recompute everything from the database and compare with what it stores and signed.
 
     Checks every entry (see :class:`Auditor`), every stored tree node, every
-    stored checkpoint's signature and root, the key table and the log state row.
+    stored checkpoint's signature and root, the key table and the log state row, all as
+    of one snapshot: a live log's writers don't make it look inconsistent.
     """
-    with engine.connect() as conn:
+    with read_snapshot(engine) as conn:
         meta = {
             r.name: r.value for r in conn.execute(select(schema.meta.c.name, schema.meta.c.value))
         }

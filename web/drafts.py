@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 
 from ledger import canonical
-from ledger.db import write_connection
+from ledger.db import read_snapshot, write_connection
 from ledger.entry import (
     SignatureRecord,
     SignedStatement,
@@ -195,7 +195,7 @@ def rules_check(log: Log, signed: SignedStatement, missing: Sequence[str]) -> Er
         signed.statement,
         tuple(sorted((*signed.signatures, *extra), key=lambda s: s.key_id)),
     )
-    with log.engine.connect() as conn:
+    with read_snapshot(log.engine) as conn:  # the size and the rows it checks agree
         size = int(conn.execute(select(log_state.c.size)).scalar_one())
         state = RuleState(origin=log.origin, size=size, keys=keys, rows=Projection(SqlSource(conn)))
         try:

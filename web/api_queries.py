@@ -25,6 +25,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ledger.db import read_snapshot
 from ledger.domain import catalog as _catalog  # noqa: F401  (registers the queries)
 from ledger.errors import InvalidInput
 from ledger.queries import QUERIES, Param, Query, render
@@ -55,7 +56,7 @@ def _view(query: Query) -> Callable[[], Response]:
             if name != "format":
                 raw[name] = values[0]
         _refuse_empty_typed(query, raw)
-        with reader().engine.connect() as conn:
+        with read_snapshot(reader().engine) as conn:  # totals and rows agree
             result = query(conn, raw)
         withheld = query.name == "anomalies"
         if withheld and not is_auditor():

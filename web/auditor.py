@@ -50,6 +50,7 @@ from wtforms import TextAreaField
 from wtforms.validators import Length, Optional
 
 from ledger.checkpoint import Checkpoint, verify_checkpoint
+from ledger.db import read_snapshot
 from ledger.domain import catalog as _catalog  # noqa: F401  (registers the queries)
 from ledger.domain.common import yuan_text
 from ledger.domain.funds import fund_allocations
@@ -134,7 +135,7 @@ def query_params(query: Query) -> dict[str, str | None]:
 
 
 def run_query(name: str, raw: Mapping[str, str | None]) -> Any:
-    with reader().engine.connect() as conn:
+    with read_snapshot(reader().engine) as conn:  # totals and rows agree
         return QUERIES[name](conn, raw)
 
 

@@ -68,6 +68,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from ledger import witnessing
+from ledger.db import read_snapshot
 from ledger.domain import batch_queries, fund_queries, gs1
 from ledger.domain import projects as project_domain
 from ledger.domain.batches import batch_households, batches
@@ -651,7 +652,7 @@ def _product(gtin: str | None, lot: str) -> Response:
 
 def product_context(log: Log, gtin: str | None, lot: str, given: str | None) -> dict[str, Any]:
     ref = {"lot": lot} if gtin is None else {"gtin": gtin, "lot": lot}
-    with log.engine.connect() as conn:
+    with read_snapshot(log.engine) as conn:  # the status and the timeline agree
         view = batch_queries.batch_view(conn, ref)
         graph = batch_queries.provenance(conn, ref, depth=1)
         shown = {int(view["registered_seq"])}
@@ -825,7 +826,7 @@ def _payment(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def project_context(log: Log, project_id: str, given: str | None) -> dict[str, Any]:
     day = datetime.now(UTC).date().isoformat()
-    with log.engine.connect() as conn:
+    with read_snapshot(log.engine) as conn:  # the project and its money agree
         view = project_domain.project_view(conn, project_id, as_of=day)
         funds = fund_queries.trail(conn, project=project_id)
         payments: dict[str, dict[str, Any]] = {}

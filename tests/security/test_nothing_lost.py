@@ -342,16 +342,6 @@ def make_api_site(tmp_path: Path, url: str | None, monkeypatch: pytest.MonkeyPat
     return ApiSite(instance, app, app.test_client(), token, world, url or "")
 
 
-@pytest.fixture(params=ENGINES)
-def api(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ApiSite]:
-    made = make_api_site(tmp_path, _url(request, tmp_path), monkeypatch)
-    yield made
-    made.app.extensions["suyuan"]["instance"].engine.dispose()
-    made.instance.engine.dispose()
-
-
 def signed(api: ApiSite, kind: str, body: dict[str, Any], *signers: Signer) -> SignedStatement:
     return api.world.ledger.statement(kind, body, *signers)
 

@@ -9,40 +9,28 @@ commit into exactly that gap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger.domain import fund_queries
-from tests.security.test_nothing_lost import ENGINES, ApiSite, _url, make_api_site
-
-
-@pytest.fixture(params=ENGINES)
-def site(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ApiSite]:
-    made = make_api_site(tmp_path, _url(request, tmp_path), monkeypatch)
-    yield made
-    made.app.extensions["suyuan"]["instance"].engine.dispose()
-    made.instance.engine.dispose()
+from tests.security.test_nothing_lost import ApiSite
 
 
 def test_a_household_trail_read_during_a_payment_adds_up(
-    site: ApiSite, monkeypatch: pytest.MonkeyPatch
+    api: ApiSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site.world.pay("D-1", "A-1", 30_000)
+    api.world.pay("D-1", "A-1", 30_000)
     paid_between: list[int] = []
     page = fund_queries.disbursements
 
     def pay_then_page(*args: Any, **kwargs: Any) -> Any:
         if not paid_between:  # the totals were read; the list of payments is read next
-            paid_between.append(site.world.pay("D-2", "A-1", 20_000, period="2020").seq)
+            paid_between.append(api.world.pay("D-2", "A-1", 20_000, period="2020").seq)
         return page(*args, **kwargs)
 
     monkeypatch.setattr(fund_queries, "disbursements", pay_then_page)
-    response = site.client.get("/api/v1/funds/trail?household=HH-0001")
+    response = api.client.get("/api/v1/funds/trail?household=HH-0001")
     assert response.status_code == 200, response.get_data(as_text=True)
     trail = response.get_json()
     assert paid_between, "the other writer's payment was made mid-query"
@@ -54,5 +42,5 @@ def test_a_household_trail_read_during_a_payment_adds_up(
     assert [d["id"] for d in listed] == ["D-1"]  # the state the query started from
 
     monkeypatch.undo()
-    again = site.client.get("/api/v1/funds/trail?household=HH-0001").get_json()
+    again = api.client.get("/api/v1/funds/trail?household=HH-0001").get_json()
     assert again["totals"] == {"count": 2, "amount_fen": 50_000}
